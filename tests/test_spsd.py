@@ -161,11 +161,9 @@ def test_decouple_slices_and_recompose_inverts():
 
 
 def _save(path, C=8, rho=0.5, backbone="drseg-tiny-clip"):
-    sem, struct = spsd.split_channels(torch.rand(C, generator=torch.Generator().manual_seed(0)),
-                                      rho)
-    return spsd.save_channel_index(path, sem, struct, backbone=backbone,
-                                   clip_checkpoint_sha256="ab" * 32, dataset="synth-a",
-                                   rho=rho, lam=0.3)
+    score = torch.rand(C, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    return spsd.save_channel_index(path, score, rho=rho, lam=0.3, backbone=backbone,
+                                   clip_checkpoint_sha256="ab" * 32, dataset="synth-a")
 
 
 def test_index_roundtrip_and_byte_stable(tmp_path):
@@ -175,9 +173,24 @@ def test_index_roundtrip_and_byte_stable(tmp_path):
     loaded = spsd.load_channel_index(p, channels=8, backbone="drseg-tiny-clip")
     assert loaded == written and loaded["format"] == "drseg-spsd-index/1"
     assert len(loaded["semantic"]) == 4 and loaded["channels"] == 8
+    score = torch.tensor(loaded["score"], dtype=torch.float64)
+    assert loaded["order"] == sorted(range(8), key=lambda c: -score[c].item())
+    assert loaded["semantic"] == loaded["order"][:4]
     _save(p)
     assert p.read_bytes() == first
     assert list(tmp_path.joinpath("spsd").iterdir()) == [p]  # no temp file left behind
+
+
+@pytest.mark.parametrize("rho,n_sem", [(0.0, 0), (0.25, 2), (1.0, 8)])
+def test_index_resplit_at_training_rho(tmp_path, rho, n_sem):
+    p = tmp_path / "channel_index.json"
+    stored = _save(p, rho=0.5)
+    got = spsd.load_channel_index(p, channels=8, rho=rho)
+    assert got["rho"] == rho and len(got["semantic"]) == n_sem
+    assert got["semantic"] + got["structural"] == stored["order"]
+    assert json.loads(p.read_text())["rho"] == 0.5  # the file itself is untouched
+    with pytest.raises(DrsegInputError, match=r"channel_index\.json.*spsd.rho"):
+        spsd.load_channel_index(p, rho=1.5)
 
 
 def test_index_wrong_width_names_file(tmp_path):
@@ -192,10 +205,13 @@ def test_index_wrong_width_names_file(tmp_path):
 @pytest.mark.parametrize("mutate,match", [
     (lambda d: d.update(format="other/1"), "format"),
     (lambda d: d.pop("backbone"), "missing keys"),
-    (lambda d: d.update(semantic=d["semantic"][:-1]), "exactly once"),
-    (lambda d: d.update(structural=d["structural"] + [d["semantic"][0]]), "exactly once"),
+    (lambda d: d.update(score=d["score"][:-1]), "'score'"),
+    (lambda d: d.update(order=d["order"][::-1]), "'order'"),
+    (lambda d: d.update(semantic=d["semantic"][:-1]), "floor"),
+    (lambda d: d.update(structural=d["structural"] + [d["semantic"][0]]), "floor"),
     (lambda d: d.update(semantic=[float(i) for i in d["semantic"]]), "list of integers"),
     (lambda d: d.update(rho=0.25), "floor"),
+    (lambda d: d.update(channels=0), "positive integer"),
 ])
 def test_index_bad_content(tmp_path, mutate, match):
     p = tmp_path / "channel_index.json"

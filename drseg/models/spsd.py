@@ -4,9 +4,10 @@
 class-wise prototypes of the frozen encoder (prototype-level cross-class activation entropy,
 Eq. 1-2, and inter-class similarity, Eq. 3), combines the two normalised ranks (Eq. 4), splits
 the channels into a semantics-dominated and a structure-dominated subset (Eq. 5) and slices the
-features accordingly (Eq. 6). The split is computed offline on the training split and stored in
-the channel index file (``data/spsd/channel_index.json``, format ``drseg-spsd-index/1``) that
-the model reads through :func:`load_channel_index`.
+features accordingly (Eq. 6). The scores are computed offline on the training split and stored
+in the channel index file (``data/spsd/channel_index.json``, format ``drseg-spsd-index/1``:
+scores, order, a reference split); the model reads it through :func:`load_channel_index`, which
+re-splits at the training run's rho.
 
 Everything here is pure (tensors / plain values in, tensors / files out); prototype extraction
 with the encoder lives in :mod:`drseg.engine.spsd`.
@@ -26,8 +27,8 @@ import torch
 from drseg.errors import DrsegInputError
 
 INDEX_FORMAT = "drseg-spsd-index/1"
-_INDEX_KEYS = ("format", "channels", "semantic", "structural", "backbone",
-               "clip_checkpoint_sha256", "dataset", "rho", "lambda")
+_INDEX_KEYS = ("format", "channels", "score", "order", "semantic", "structural", "rho",
+               "lambda", "backbone", "clip_checkpoint_sha256", "dataset")
 
 
 class ChannelScores(NamedTuple):
@@ -239,62 +240,73 @@ def _check_unit(name: str, value: float) -> None:
 # ----------------------------------------------------------------------------- index file
 
 
-def channel_index_dict(semantic: Sequence[int] | torch.Tensor,
-                       structural: Sequence[int] | torch.Tensor, *, backbone: str,
-                       clip_checkpoint_sha256: str, dataset: str, rho: float, lam: float
-                       ) -> dict[str, Any]:
-    """The channel index record of DESIGN.md "Shared formats" (``drseg-spsd-index/1``)."""
-    sem = [int(i) for i in _as_index(semantic, torch.device("cpu")).tolist()]
-    struct = [int(i) for i in _as_index(structural, torch.device("cpu")).tolist()]
+def channel_index_dict(score: torch.Tensor, *, rho: float, lam: float, backbone: str,
+                       clip_checkpoint_sha256: str, dataset: str) -> dict[str, Any]:
+    """The channel index record of DESIGN.md "Shared formats" (``drseg-spsd-index/1``):
+    the scores (Eq. 4), the order by descending score (pi of Eq. 5) and the split at ``rho``.
+
+    Args:
+        score: (C,) Eq. 4 scores.
+        rho, lam: the Eq. 5 and Eq. 4 parameters.
+        backbone: open_clip model name (e.g. ``ViT-B-16``, ``drseg-tiny-clip``).
+        clip_checkpoint_sha256: sha256 of the CLIP weights file the scores came from.
+        dataset: the training dataset the prototypes came from.
+    """
+    if not isinstance(score, torch.Tensor) or score.dim() != 1:
+        raise DrsegInputError("spsd score: expected a (C,) tensor")
+    _check_unit("spsd.lambda", lam)
+    order = torch.sort(score, descending=True, stable=True).indices
+    sem, struct = split_channels(score, rho)
     record = {
         "format": INDEX_FORMAT,
-        "channels": len(sem) + len(struct),
-        "semantic": sem,
-        "structural": struct,
+        "channels": int(score.numel()),
+        "score": [float(x) for x in score.tolist()],
+        "order": [int(i) for i in order.tolist()],
+        "semantic": [int(i) for i in sem.tolist()],
+        "structural": [int(i) for i in struct.tolist()],
+        "rho": float(rho),
+        "lambda": float(lam),
         "backbone": str(backbone),
         "clip_checkpoint_sha256": str(clip_checkpoint_sha256),
         "dataset": str(dataset),
-        "rho": float(rho),
-        "lambda": float(lam),
     }
     return validate_channel_index(record, source="channel index")
 
 
-def save_channel_index(path: str | Path, semantic: Sequence[int] | torch.Tensor,
-                       structural: Sequence[int] | torch.Tensor, *, backbone: str,
-                       clip_checkpoint_sha256: str, dataset: str, rho: float, lam: float
+def save_channel_index(path: str | Path, score: torch.Tensor, *, rho: float, lam: float,
+                       backbone: str, clip_checkpoint_sha256: str, dataset: str
                        ) -> dict[str, Any]:
     """Write the channel index file atomically (temp file + rename; byte-identical reruns).
 
     Args:
         path: output json (``data/spsd/channel_index.json``).
-        semantic, structural: I_sem and I_str of Eq. 5.
-        backbone: open_clip model name (e.g. ``ViT-B-16``, ``drseg-tiny-clip``).
-        clip_checkpoint_sha256: sha256 of the CLIP weights file the scores came from.
-        dataset: training dataset the prototypes came from.
-        rho, lam: the Eq. 5 and Eq. 4 parameters.
+        score: (C,) Eq. 4 scores; the order and the split at ``rho`` are derived from them.
+        rho: the semantic ratio of the stored reference split (training re-splits with its own
+            rho through :func:`load_channel_index`).
+        lam, backbone, clip_checkpoint_sha256, dataset: see :func:`channel_index_dict`.
 
     Returns:
         The record written.
     """
-    record = channel_index_dict(semantic, structural, backbone=backbone,
-                                clip_checkpoint_sha256=clip_checkpoint_sha256, dataset=dataset,
-                                rho=rho, lam=lam)
+    record = channel_index_dict(score, rho=rho, lam=lam, backbone=backbone,
+                                clip_checkpoint_sha256=clip_checkpoint_sha256, dataset=dataset)
     write_json_atomic(path, record)
     return record
 
 
-def load_channel_index(path: str | Path, channels: int | None = None,
+def load_channel_index(path: str | Path, channels: int | None = None, rho: float | None = None,
                        backbone: str | None = None) -> dict[str, Any]:
-    """Read and check a channel index file.
+    """Read and check a channel index file; optionally re-split it at another rho (Eq. 5).
 
     Args:
         path: the json written by :func:`save_channel_index`.
         channels: the CLIP dense width of the model that will use it (checked when given).
+        rho: when given, ``semantic`` / ``structural`` / ``rho`` of the returned record are
+            recomputed with :func:`split_channels` from the stored scores.
         backbone: the open_clip model name of that model (checked when given).
 
     Returns:
-        The validated record (``semantic`` / ``structural`` as lists of int).
+        The validated record (index lists as lists of int, ``score`` as floats).
 
     Raises:
         DrsegInputError: missing/unreadable file, wrong format, or a width/backbone mismatch;
@@ -307,10 +319,11 @@ def load_channel_index(path: str | Path, channels: int | None = None,
         record = json.loads(p.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DrsegInputError(f"{p}: not a readable JSON channel index file ({e})") from e
-    return validate_channel_index(record, channels=channels, backbone=backbone, source=str(p))
+    return validate_channel_index(record, channels=channels, rho=rho, backbone=backbone,
+                                  source=str(p))
 
 
-def validate_channel_index(record: Any, channels: int | None = None,
+def validate_channel_index(record: Any, channels: int | None = None, rho: float | None = None,
                            backbone: str | None = None, source: str = "channel index"
                            ) -> dict[str, Any]:
     """Check a channel index record (from a file or embedded in a model checkpoint).
@@ -318,6 +331,7 @@ def validate_channel_index(record: Any, channels: int | None = None,
     Args:
         record: the parsed record.
         channels: expected C (the model's CLIP dense width), or None.
+        rho: re-split at this semantic ratio (Eq. 5), or None to keep the stored split.
         backbone: expected open_clip model name, or None.
         source: what to name in error messages (the file path).
 
@@ -335,15 +349,6 @@ def validate_channel_index(record: Any, channels: int | None = None,
     C = record["channels"]
     if isinstance(C, bool) or not isinstance(C, int) or C < 1:
         raise DrsegInputError(f"{source}: 'channels' must be a positive integer, got {C!r}")
-    sem, struct = record["semantic"], record["structural"]
-    for name, lst in (("semantic", sem), ("structural", struct)):
-        if not isinstance(lst, list) or not all(
-                isinstance(i, int) and not isinstance(i, bool) for i in lst):
-            raise DrsegInputError(f"{source}: '{name}' must be a list of integers")
-    if sorted(sem + struct) != list(range(C)):
-        raise DrsegInputError(f"{source}: 'semantic' and 'structural' must together hold each "
-                              f"channel 0..{C - 1} exactly once ({len(sem)} + {len(struct)} "
-                              f"entries given)")
     if channels is not None and C != channels:
         raise DrsegInputError(f"{source}: computed for {C} CLIP channels (backbone "
                               f"{record['backbone']!r}) but the model has {channels}; rerun the "
@@ -351,15 +356,40 @@ def validate_channel_index(record: Any, channels: int | None = None,
     if backbone is not None and record["backbone"] != backbone:
         raise DrsegInputError(f"{source}: computed for backbone {record['backbone']!r}, the "
                               f"model uses {backbone!r}; rerun the spsd stage for this backbone")
+    score = record["score"]
+    if (not isinstance(score, list) or len(score) != C or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+            for x in score)):
+        raise DrsegInputError(f"{source}: 'score' must be a list of {C} finite numbers")
+    for name in ("order", "semantic", "structural"):
+        lst = record[name]
+        if not isinstance(lst, list) or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in lst):
+            raise DrsegInputError(f"{source}: '{name}' must be a list of integers")
     for key in ("rho", "lambda"):
         v = record[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
             raise DrsegInputError(f"{source}: '{key}' must be a number in [0, 1], got {v!r}")
-    if len(sem) != num_semantic(C, record["rho"]):
-        raise DrsegInputError(f"{source}: {len(sem)} semantic channels, but floor(rho * C) = "
-                              f"{num_semantic(C, record['rho'])} for rho={record['rho']}, C={C}")
-    return {k: (list(record[k]) if isinstance(record[k], list) else record[k])
-            for k in _INDEX_KEYS}
+    score_t = torch.tensor(score, dtype=torch.float64)
+    order, _ = split_channels(score_t, 1.0)
+    if record["order"] != order.tolist():
+        raise DrsegInputError(f"{source}: 'order' is not the channels sorted by descending "
+                              f"'score' (ties by channel index)")
+    stored_sem, stored_str = split_channels(score_t, record["rho"])
+    if record["semantic"] != stored_sem.tolist() or record["structural"] != stored_str.tolist():
+        raise DrsegInputError(f"{source}: 'semantic' / 'structural' are not the first "
+                              f"floor(rho * C) = {len(stored_sem)} channels of 'order' and the "
+                              f"rest (rho={record['rho']}, C={C})")
+    out = {k: (list(record[k]) if isinstance(record[k], list) else record[k])
+           for k in _INDEX_KEYS}
+    out["score"] = [float(x) for x in score]
+    if rho is not None:
+        try:
+            sem, struct = split_channels(score_t, rho)
+        except DrsegInputError as e:
+            raise DrsegInputError(f"{source}: cannot re-split: {e}") from e
+        out.update(semantic=sem.tolist(), structural=struct.tolist(), rho=float(rho))
+    return out
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
