@@ -1,0 +1,430 @@
+"""SPSD with the frozen CLIP: prototype extraction and the zero-shot channel studies.
+
+DR-Seg section 3.2 (prototypes, scores: :mod:`drseg.models.spsd`), Fig. 2 (per-channel masking
+study), Fig. 6 and section 4.3 "Verification of SPSD" (retention of top- / bottom-ranked
+channels), plus a study beyond the paper: does the SPSD score predict the masking drop?
+
+Prototypes (section 3.2, "for each class k we collect normalized pixel features from the
+corresponding ground-truth regions and sample N_p prototypes"):
+
+- pixel features: the dense CLIP map of :func:`drseg.models.clip.dense_features` (value-only last
+  block, the channels SPSD scores and slices), L2-normalised over channels, at the feature grid
+  (h, w) = input size / patch;
+- ground truth to the grid: the one-hot mask is area-downsampled to (h, w)
+  (``adaptive_avg_pool2d``: the fraction of each patch covered by each class, ignore pixels
+  counting for no class); a patch takes the label k when k covers at least ``purity`` (> 0.5,
+  so the label is the strict majority) of it, else it is left out;
+- sampling: a uniform random sample of N_p of a class's labelled patch features, without
+  replacement, drawn by seeded priority sampling while streaming over the split (every labelled
+  feature gets a uniform key from one seeded generator in data order; a class keeps the N_p
+  smallest keys). A class with fewer than N_p labelled patches keeps all of them and fills up with
+  draws with replacement (reported); a class with none is reported and left out.
+
+Zero-shot studies (no training): class scores are cosine correlations of the dense features with
+the class-name prompt embeddings (Eq. 10, max over synonyms), bilinearly upsampled to the label
+size, argmax; mIoU per :mod:`drseg.engine.metrics`. Restricting to a channel subset slices the
+visual features and the text embeddings alike before normalising
+(:func:`drseg.models.clip.correlation`). The features of the study images are computed once and
+reused for every subset (the encoder never runs per channel).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from drseg.engine.metrics import confusion_matrix, summarize
+from drseg.errors import DrsegInputError
+from drseg.models import clip as dclip
+
+IGNORE = 255
+
+
+# --------------------------------------------------------------------------- ground truth
+
+
+def patch_labels(masks: torch.Tensor, grid: tuple[int, int], num_classes: int, purity: float,
+                 ignore_index: int = IGNORE) -> torch.Tensor:
+    """Bring masks to the feature grid: area-downsampled one-hot with a purity threshold.
+
+    Args:
+        masks: (B, H, W) int64, ids 0..K-1 or ``ignore_index``.
+        grid: (h, w) feature grid.
+        num_classes: K.
+        purity: a patch is labelled k when class k covers >= ``purity`` of its area
+            (0.5 < purity <= 1).
+        ignore_index: label of ignored pixels (they count for no class).
+
+    Returns:
+        (B, h, w) int64, the patch label or -1 (no class pure enough).
+    """
+    if not 0.5 < purity <= 1:
+        raise DrsegInputError(f"spsd.purity: must be in (0.5, 1], got {purity!r}")
+    m = masks.long()
+    bad = (m != ignore_index) & ((m < 0) | (m >= num_classes))
+    if bad.any():
+        raise DrsegInputError(f"masks: ids must be in [0, {num_classes}) or {ignore_index}")
+    m = torch.where(m == ignore_index, num_classes, m)  # ignore -> extra plane K
+    onehot = F.one_hot(m, num_classes + 1).permute(0, 3, 1, 2).float()  # (B, K+1, H, W)
+    frac = F.adaptive_avg_pool2d(onehot, grid)[:, :num_classes]  # (B, K, h, w)
+    best, label = frac.max(dim=1)  # (B, h, w)
+    # a fraction of exactly `purity` may come out a hair below it in float32
+    return torch.where(best >= purity - 1e-6, label, torch.full_like(label, -1))
+
+
+# --------------------------------------------------------------------------- prototypes
+
+
+@dataclass
+class PrototypeSet:
+    """Class-wise prototypes of the frozen CLIP and where they came from.
+
+    Attributes:
+        prototypes: (K_present, N_p, C) float32 L2-normalised pixel features.
+        class_ids: vocabulary ids of the K_present classes (mask-id order), one per row.
+        patches: (K,) labelled feature-grid cells found per vocabulary class.
+        pixels: (K,) ground-truth pixels per vocabulary class (at mask resolution).
+        absent: vocabulary ids with no labelled cell (left out of ``prototypes``).
+        filled: vocabulary ids with fewer than N_p cells (filled with draws with replacement).
+        images: number of images streamed.
+        grid: (h, w) feature grid.
+    """
+
+    prototypes: torch.Tensor
+    class_ids: list[int]
+    patches: list[int]
+    pixels: list[int]
+    absent: list[int]
+    filled: list[int]
+    images: int
+    grid: tuple[int, int]
+    extra: dict = field(default_factory=dict)
+
+
+def _collate(samples: Sequence[dict]) -> dict:
+    """Stack images and masks of equal size; keep paths."""
+    sizes = {tuple(s["mask"].shape) for s in samples}
+    if len(sizes) == 1:
+        return {"image": torch.stack([s["image"] for s in samples]),
+                "mask": torch.stack([s["mask"] for s in samples]),
+                "path": [str(s.get("path", "")) for s in samples]}
+    return {"list": list(samples)}
+
+
+def _iter_batches(dataset: Dataset, batch_size: int, num_workers: int):
+    """Yield (images (B, 3, H, W), masks (B, H, W)) groups of equal-size samples."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=_collate)
+    for batch in loader:
+        if "list" in batch:  # mixed sizes in one batch: one image at a time
+            for s in batch["list"]:
+                yield s["image"][None], s["mask"][None]
+        else:
+            yield batch["image"], batch["mask"]
+
+
+def _dense_unit(clip_model: nn.Module, images: torch.Tensor, input_size: int | None
+                ) -> torch.Tensor:
+    """L2-normalised dense CLIP features (B, C, h, w) of 0..255 images."""
+    x = images.float()
+    if input_size is not None and tuple(x.shape[-2:]) != (input_size, input_size):
+        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False)
+    feats = dclip.dense_features(clip_model, dclip.normalize_images(x))  # (B, C, h, w)
+    return F.normalize(feats.float(), dim=1)
+
+
+@torch.no_grad()
+def extract_prototypes(clip_model: nn.Module, dataset: Dataset, num_classes: int,
+                       num_prototypes: int, seed: int, input_size: int | None = None,
+                       purity: float = 0.75, batch_size: int = 16, num_workers: int = 0,
+                       device: str | torch.device = "cpu", progress: bool = True
+                       ) -> PrototypeSet:
+    """Stream the training split through the frozen CLIP and sample N_p prototypes per class.
+
+    Args:
+        clip_model: open_clip CLIP (frozen; put in eval mode here).
+        dataset: yields dicts with ``image`` float (3, H, W) 0..255 and ``mask`` int64 (H, W).
+        num_classes: K, size of the dataset's vocabulary.
+        num_prototypes: N_p.
+        seed: seed of the sampling generator.
+        input_size: CLIP input size (square resize, bilinear); ``None`` = as given.
+        purity: see :func:`patch_labels`.
+        batch_size: images per forward.
+        num_workers: DataLoader workers (order is kept, so the result does not depend on it).
+        device: where the encoder runs.
+        progress: show a tqdm bar.
+
+    Returns:
+        :class:`PrototypeSet`.
+    """
+    if num_prototypes < 1:
+        raise DrsegInputError(f"spsd.num_prototypes: must be >= 1, got {num_prototypes}")
+    if len(dataset) == 0:
+        raise DrsegInputError("spsd: the training split is empty")
+    clip_model = clip_model.eval().to(device)
+    g = torch.Generator().manual_seed(int(seed))
+    keep_feat: list[torch.Tensor | None] = [None] * num_classes  # (<= N_p, C) per class
+    keep_key: list[torch.Tensor | None] = [None] * num_classes  # (<= N_p,)
+    patches = torch.zeros(num_classes, dtype=torch.long)
+    pixels = torch.zeros(num_classes, dtype=torch.long)
+    grid = None
+    n_images = 0
+    bar = tqdm(total=len(dataset), desc="spsd prototypes", unit="img", disable=not progress)
+    for images, masks in _iter_batches(dataset, batch_size, num_workers):
+        feats = _dense_unit(clip_model, images.to(device), input_size).cpu()  # (B, C, h, w)
+        grid = tuple(feats.shape[-2:])
+        labels = patch_labels(masks, grid, num_classes, purity)  # (B, h, w)
+        valid_m = masks[masks != IGNORE]
+        pixels += torch.bincount(valid_m.reshape(-1), minlength=num_classes)[:num_classes]
+        flat = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])  # (B*h*w, C)
+        lab = labels.reshape(-1)  # (B*h*w,)
+        sel = lab >= 0
+        flat, lab = flat[sel], lab[sel]
+        keys = torch.rand(lab.numel(), generator=g, dtype=torch.float64)  # data order
+        for k in torch.unique(lab).tolist():
+            fk, kk = flat[lab == k], keys[lab == k]
+            patches[k] += fk.shape[0]
+            if keep_feat[k] is not None:
+                fk = torch.cat([keep_feat[k], fk])
+                kk = torch.cat([keep_key[k], kk])
+            order = torch.sort(kk, stable=True).indices[:num_prototypes]
+            keep_feat[k], keep_key[k] = fk[order], kk[order]
+        n_images += images.shape[0]
+        bar.update(images.shape[0])
+    bar.close()
+
+    rows, class_ids, absent, filled = [], [], [], []
+    for k in range(num_classes):
+        if keep_feat[k] is None:
+            absent.append(k)
+            continue
+        fk = keep_feat[k]
+        if fk.shape[0] < num_prototypes:
+            extra = torch.randint(fk.shape[0], (num_prototypes - fk.shape[0],), generator=g)
+            fk = torch.cat([fk, fk[extra]])
+            filled.append(k)
+        rows.append(fk)
+        class_ids.append(k)
+    if len(rows) < 2:
+        raise DrsegInputError(f"spsd: only {len(rows)} class(es) have labelled patches at "
+                              f"purity {purity}; Eq. 3 needs at least 2")
+    return PrototypeSet(prototypes=torch.stack(rows).contiguous(),  # (K_present, N_p, C)
+                        class_ids=class_ids, patches=patches.tolist(), pixels=pixels.tolist(),
+                        absent=absent, filled=filled, images=n_images, grid=grid)
+
+
+# --------------------------------------------------------------------------- zero-shot studies
+
+
+@dataclass
+class StudyFeatures:
+    """Dense features of the study images, computed once.
+
+    Attributes:
+        features: list of (B_i, C, h, w) float32 batches (not normalised).
+        masks: list of (B_i, H, W) int64 label batches (same grouping).
+        text: (T, C) text embeddings of the vocabulary; group: (T,) class of each entry.
+        num_classes: K.
+        paths: image paths in order.
+    """
+
+    features: list[torch.Tensor]
+    masks: list[torch.Tensor]
+    text: torch.Tensor
+    group: torch.Tensor
+    num_classes: int
+    paths: list[str]
+
+    @property
+    def channels(self) -> int:
+        return int(self.text.shape[1])
+
+
+def sample_indices(n: int, k: int, seed: int) -> list[int]:
+    """``min(k, n)`` distinct indices of ``range(n)``, seeded, in ascending order (``k <= 0``:
+    all)."""
+    if k <= 0 or k >= n:
+        return list(range(n))
+    g = torch.Generator().manual_seed(int(seed))
+    return sorted(torch.randperm(n, generator=g)[:k].tolist())
+
+
+@torch.no_grad()
+def compute_study_features(clip_model: nn.Module, tokenizer, dataset: Dataset,
+                           vocab: Sequence[str], input_size: int | None = None,
+                           batch_size: int = 16, num_workers: int = 0,
+                           device: str | torch.device = "cpu", progress: bool = True,
+                           desc: str = "spsd features") -> StudyFeatures:
+    """Run the frozen encoder once over ``dataset`` and keep the dense features.
+
+    Args:
+        clip_model: open_clip CLIP; tokenizer: its tokenizer.
+        dataset: yields ``image`` (3, H, W) 0..255, ``mask`` (H, W), ``path``.
+        vocab: the dataset's class names in mask-id order (comma synonyms allowed).
+        input_size: CLIP input size (square bilinear resize), ``None`` = as given.
+        batch_size, num_workers, device, progress, desc: loader / run settings.
+
+    Returns:
+        :class:`StudyFeatures` on the CPU.
+    """
+    if len(dataset) == 0:
+        raise DrsegInputError("spsd study: the evaluation split is empty")
+    clip_model = clip_model.eval().to(device)
+    text, group = dclip.encode_vocab(clip_model, tokenizer, vocab)
+    feats, masks, paths = [], [], []
+    bar = tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=_collate)
+    for batch in loader:
+        groups = ([(s["image"][None], s["mask"][None], [str(s.get("path", ""))])
+                   for s in batch["list"]] if "list" in batch
+                  else [(batch["image"], batch["mask"], batch["path"])])
+        for images, m, p in groups:
+            x = images.float().to(device)
+            if input_size is not None and tuple(x.shape[-2:]) != (input_size, input_size):
+                x = F.interpolate(x, size=(input_size, input_size), mode="bilinear",
+                                  align_corners=False)
+            feats.append(dclip.dense_features(clip_model, dclip.normalize_images(x)).float().cpu())
+            masks.append(m.long())
+            paths.extend(p)
+            bar.update(images.shape[0])
+    bar.close()
+    return StudyFeatures(feats, masks, text.float().cpu(), group.cpu(), len(vocab), paths)
+
+
+def zero_shot_confusion(study: StudyFeatures, channels: torch.Tensor | Sequence[int] | None = None
+                        ) -> torch.Tensor:
+    """Confusion matrix of zero-shot segmentation restricted to a channel subset.
+
+    Args:
+        study: features computed once (:func:`compute_study_features`).
+        channels: channel indices kept in both the visual features and the text embeddings;
+            ``None`` = all.
+
+    Returns:
+        (K, K) int64 confusion matrix (rows ground truth).
+    """
+    K = study.num_classes
+    conf = torch.zeros(K, K, dtype=torch.long)
+    for feats, masks in zip(study.features, study.masks):
+        scores = dclip.class_correlation(feats, study.text, study.group, K, channels)  # (B,K,h,w)
+        scores = F.interpolate(scores, size=masks.shape[-2:], mode="bilinear",
+                               align_corners=False)  # (B, K, H, W)
+        conf += confusion_matrix(scores.argmax(dim=1), masks, K)
+    return conf
+
+
+def zero_shot_miou(study: StudyFeatures, channels: torch.Tensor | Sequence[int] | None = None
+                   ) -> float:
+    """Zero-shot mIoU (percent) with a channel subset; see :func:`zero_shot_confusion`."""
+    return float(summarize(zero_shot_confusion(study, channels))["mIoU"])
+
+
+def retained_channels(order: Sequence[int], ratio: float, which: str) -> list[int]:
+    """The channels kept at a retention ratio (Fig. 6): the first (``"top"``) or last
+    (``"bottom"``) ``max(1, floor(ratio C))`` channels of ``order`` (descending score)."""
+    C = len(order)
+    n = max(1, min(C, int(math.floor(ratio * C + 1e-9))))
+    if which == "top":
+        return list(order[:n])
+    if which == "bottom":
+        return list(order[C - n:])
+    raise ValueError(f"which must be 'top' or 'bottom', got {which!r}")
+
+
+def retention_study(study: StudyFeatures, order: Sequence[int], ratios: Sequence[float],
+                    random_draws: int = 0, seed: int = 0, progress: bool = True) -> list[dict]:
+    """Fig. 6: zero-shot mIoU keeping only the top- or bottom-ranked channels.
+
+    Args:
+        study: features computed once.
+        order: channel ids by descending SPSD score.
+        ratios: retention ratios in (0, 1].
+        random_draws: also evaluate this many random channel subsets of the same size per ratio
+            (a reference curve beyond the paper; 0 = off).
+        seed: seed of the random subsets.
+        progress: show a tqdm bar.
+
+    Returns:
+        one dict per ratio: ``ratio``, ``channels`` (number kept), ``top``, ``bottom`` mIoU and,
+        with ``random_draws``, ``random`` (mean) and ``random_std``.
+    """
+    C = len(order)
+    if sorted(order) != list(range(C)) or C != study.channels:
+        raise DrsegInputError(f"spsd order: expected a permutation of the {study.channels} "
+                              f"channels, got {C} entries")
+    g = torch.Generator().manual_seed(int(seed))
+    rows = []
+    for r in tqdm(list(ratios), desc="spsd retention", disable=not progress):
+        if not 0 < r <= 1:
+            raise DrsegInputError(f"spsd.study.ratios: {r} is not in (0, 1]")
+        top = retained_channels(order, r, "top")
+        row = {"ratio": float(r), "channels": len(top),
+               "top": zero_shot_miou(study, top),
+               "bottom": zero_shot_miou(study, retained_channels(order, r, "bottom"))}
+        if random_draws > 0:
+            vals = torch.tensor([zero_shot_miou(study, torch.randperm(C, generator=g)[:len(top)])
+                                 for _ in range(random_draws)], dtype=torch.float64)
+            row["random"] = float(vals.mean())
+            row["random_std"] = float(vals.std(unbiased=False))
+        rows.append(row)
+    return rows
+
+
+def masking_study(study: StudyFeatures, progress: bool = True) -> tuple[float, torch.Tensor]:
+    """Fig. 2: mIoU drop when one channel (visual and text dimension) is masked.
+
+    Masking channel c = removing it from both sides before the cosine, i.e. the correlation over
+    the other C - 1 channels.
+
+    Args:
+        study: features computed once (never recomputed per channel).
+        progress: show a tqdm bar.
+
+    Returns:
+        (full mIoU, (C,) float64 drops = full mIoU - mIoU without channel c; positive = the
+        channel helps).
+    """
+    C = study.channels
+    full = zero_shot_miou(study)
+    drops = torch.empty(C, dtype=torch.float64)
+    everything = torch.arange(C)
+    for c in tqdm(range(C), desc="spsd masking", disable=not progress):
+        drops[c] = full - zero_shot_miou(study, everything[everything != c])
+    return full, drops
+
+
+def channel_mask_maps(study: StudyFeatures, image_index: int, class_id: int,
+                      drop_sets: dict[str, Sequence[int]]) -> dict[str, list[list[float]]]:
+    """Fig. 2 bottom: the correlation map of one class on one image with channel sets removed.
+
+    Args:
+        study: features computed once.
+        image_index: position of the image in ``study.paths``.
+        class_id: the class whose map is shown.
+        drop_sets: name -> channels to remove (empty = all channels kept).
+
+    Returns:
+        name -> (h, w) map as nested lists (cosine, feature-grid resolution).
+    """
+    offset = image_index
+    for batch in study.features:
+        if offset < batch.shape[0]:
+            feats = batch[offset:offset + 1]  # (1, C, h, w)
+            break
+        offset -= batch.shape[0]
+    else:
+        raise DrsegInputError(f"spsd study: image index {image_index} out of range")
+    out = {}
+    everything = torch.arange(study.channels)
+    for name, drop in drop_sets.items():
+        keep = everything[~torch.isin(everything, torch.as_tensor(list(drop), dtype=torch.long))]
+        corr = dclip.class_correlation(feats, study.text, study.group, study.num_classes, keep)
+        out[name] = corr[0, class_id].tolist()  # (h, w)
+    return out
