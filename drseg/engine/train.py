@@ -1,0 +1,428 @@
+"""The training loop of the DR-Seg benchmark protocol (PROTOCOL.md section 1).
+
+AdamW, cosine schedule without warm-up (``torch.optim.lr_scheduler.CosineAnnealingLR`` stepped
+per iteration to ``eta_min = 0``, the same curve as detectron2's ``WarmupCosineLR`` with no
+warm-up), full-model gradient-norm clipping (detectron2 ``CLIP_TYPE: full_model``), CLIP
+parameters at ``clip_lr_mult`` times the base rate (through ``model.parameter_groups``),
+random crop / flip / SSD colour jitter (:mod:`drseg.data.transforms`).
+
+Reproducibility: the sample order and each sample's augmentation are pure functions of
+``(seed, global sample number)``, so a run resumed from ``last.pt`` (model, optimiser,
+scheduler, RNG states, iteration) replays exactly what the uninterrupted run would have done,
+with any number of data-loader workers. Under DDP each process takes its contiguous share of
+every global batch.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from drseg.data.transforms import TrainAugment
+from drseg.engine import checkpoint as ckpt
+from drseg.engine.distributed import DistInfo, all_reduce_sum
+from drseg.errors import DrsegInputError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "train", "sample_plan",
+           "build_optimizer", "build_scheduler"]
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Training params (the ``train:`` block of params.yaml).
+
+    Paper profile: iterations 30000, batch_size 8, lr 2e-4, weight_decay 1e-4,
+    grad_clip 0.01, clip_lr_mult 0.01, crop 384 (ViT-B/16) or 336 (ViT-L/14).
+    """
+
+    iterations: int = 300
+    batch_size: int = 8          # global batch, split evenly over processes
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    clip_lr_mult: float = 0.01   # CLIP parameters train at lr * clip_lr_mult
+    grad_clip: float = 0.01      # full-model gradient-norm clip; 0 disables
+    crop: int = 64               # random crop side = model input
+    flip: bool = True
+    color_jitter: bool = True
+    seed: int = 0
+    checkpoint_every: int = 100  # iterations between atomic `last.pt` writes
+    log_every: int = 10          # iterations between loss syncs / logs (CPU checks every step)
+    num_workers: int = 0
+    prefetch_factor: int = 4
+    device: str = "cpu"          # cpu | cuda | auto
+    amp: str = "auto"            # auto (bf16 on CUDA) | bf16 | off
+    channels_last: bool = True   # CUDA only
+    compile: bool = False        # torch.compile the model (CUDA only)
+    fused_optimizer: bool = True  # fused AdamW kernel (CUDA only)
+    deterministic: bool = True   # torch.use_deterministic_algorithms on CPU
+    ddp_find_unused: bool = False
+    nproc: int = 1               # processes (torchrun), read by the stage script
+
+    @classmethod
+    def from_params(cls, block: Mapping[str, Any]) -> "TrainConfig":
+        """Build from a params block, naming unknown or ill-typed keys.
+
+        Raises:
+            DrsegInputError: unknown key, wrong type, or a value out of range.
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for k, v in block.items():
+            if k not in fields:
+                raise DrsegInputError(f"train.{k}: unknown training param (known: {sorted(fields)})")
+            default = fields[k].default
+            if isinstance(default, bool):
+                if not isinstance(v, bool):
+                    raise DrsegInputError(f"train.{k}: expected true/false, got {v!r}")
+            elif isinstance(default, int):
+                if isinstance(v, bool) or not isinstance(v, int):
+                    raise DrsegInputError(f"train.{k}: expected an integer, got {v!r}")
+            elif isinstance(default, float):
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise DrsegInputError(f"train.{k}: expected a number, got {v!r}")
+                v = float(v)
+            kwargs[k] = v
+        cfg = cls(**kwargs)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        for name in ("iterations", "batch_size", "crop", "checkpoint_every", "log_every", "nproc"):
+            if getattr(self, name) < 1:
+                raise DrsegInputError(f"train.{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "weight_decay", "clip_lr_mult", "grad_clip"):
+            v = getattr(self, name)
+            if not math.isfinite(v) or v < 0:
+                raise DrsegInputError(f"train.{name}: must be a finite number >= 0, got {v}")
+        if self.amp not in ("auto", "bf16", "off"):
+            raise DrsegInputError(f"train.amp: expected auto, bf16 or off, got {self.amp!r}")
+        if self.seed < 0:
+            raise DrsegInputError(f"train.seed: must be >= 0, got {self.seed}")
+        if self.num_workers < 0:
+            raise DrsegInputError(f"train.num_workers: must be >= 0, got {self.num_workers}")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    iterations: int
+    final_loss: float
+    losses: list[tuple[int, float, float]]  # (iteration, loss, lr)
+    wall_s: float
+    resumed_from: int
+    model_path: Path | None
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the message names the iteration and the batch's files."""
+
+
+# ---------------------------------------------------------------------------------------------
+# data: a deterministic, resumable sample plan
+
+
+def _mix(seed: int, stream: int, k: int) -> int:
+    """A 63-bit seed for item ``k`` of ``stream`` (0: augmentations, 1: epoch permutations)."""
+    return int(np.random.SeedSequence([seed, stream, k]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def sample_plan(n: int, seed: int, iteration: int, batch_size: int, rank: int = 0,
+                world_size: int = 1) -> list[tuple[int, int]]:
+    """The ``(dataset index, augmentation seed)`` pairs of this process for one iteration.
+
+    Global sample ``k = iteration * batch_size + j`` is element ``k mod n`` of the
+    permutation of epoch ``k // n`` (a ``torch.randperm`` seeded by ``(seed, epoch)``); the
+    process of rank ``r`` takes ``j`` in ``[r B / W, (r + 1) B / W)``.
+    """
+    per = batch_size // world_size
+    out = []
+    perms: dict[int, torch.Tensor] = {}
+    for j in range(rank * per, (rank + 1) * per):
+        k = iteration * batch_size + j
+        epoch, pos = divmod(k, n)
+        if epoch not in perms:
+            perms[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, 1, epoch)))
+        out.append((int(perms[epoch][pos]), _mix(seed, 0, k)))
+    return out
+
+
+class _PlanSampler(Sampler):
+    """Yields this process's batches for iterations ``start .. stop - 1``."""
+
+    def __init__(self, n, seed, start, stop, batch_size, rank, world_size):
+        self.args = (n, seed, batch_size, rank, world_size)
+        self.start, self.stop = start, stop
+
+    def __iter__(self):
+        n, seed, b, r, w = self.args
+        for it in range(self.start, self.stop):
+            yield sample_plan(n, seed, it, b, r, w)
+
+    def __len__(self):
+        return self.stop - self.start
+
+
+class _Augmented(Dataset):
+    """``dataset[idx]`` augmented with the seed of the sample plan."""
+
+    def __init__(self, base: Dataset, augment: TrainAugment):
+        self.base, self.augment = base, augment
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, item: tuple[int, int]) -> dict:
+        idx, seed = item
+        s = self.base[idx]
+        image, mask = self.augment(s["image"], s["mask"], seed)
+        return {"image": image, "mask": mask, "path": str(s.get("path", idx))}
+
+
+def _collate(samples: Sequence[dict]) -> dict:
+    return {"image": torch.stack([s["image"] for s in samples]),
+            "mask": torch.stack([s["mask"] for s in samples]),
+            "path": [s["path"] for s in samples]}
+
+
+# ---------------------------------------------------------------------------------------------
+# optimiser and schedule
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over ``model.parameter_groups(lr, clip_lr_mult)`` (plain trainable parameters
+    when the model has no such method)."""
+    core = ckpt.unwrap(model)
+    if hasattr(core, "parameter_groups"):
+        groups = core.parameter_groups(cfg.lr, cfg.clip_lr_mult)
+    else:
+        groups = [{"params": [p for p in core.parameters() if p.requires_grad], "lr": cfg.lr}]
+    groups = [g for g in groups if len(list(g["params"])) > 0]
+    if not groups:
+        raise DrsegInputError("model: no trainable parameters (check the model params)")
+    kwargs = {}
+    if device.type == "cuda" and cfg.fused_optimizer:
+        kwargs["fused"] = True
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    """Cosine decay from the base rate to 0 over ``iterations``, no warm-up, per iteration."""
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.iterations, eta_min=0.0)
+
+
+def config_fingerprint(*blocks: Mapping[str, Any]) -> str:
+    """sha256 of the params that define a run; a resume state from other params is not used."""
+    return hashlib.sha256(json.dumps(blocks, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
+def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if cfg.amp == "off":
+        return None
+    if cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def train(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    vocab: Sequence[str],
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    model_cfg: Mapping[str, Any],
+    train_dataset: str,
+    channel_index: Mapping[str, Any] | None = None,
+    fingerprint: str = "",
+    dist_info: DistInfo | None = None,
+    on_log: Callable[[dict, int], None] | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``dataset`` with vocabulary ``vocab``.
+
+    Args:
+        model: a DR-Seg model (``model(images, vocab) -> (B, K, h, w)`` logits,
+            ``model.loss(logits, masks)``), already on ``dist_info.device``.
+        dataset: items ``{"image": float32 (3, H, W) 0..255, "mask": int64 (H, W), "path"}``.
+        vocab: class names in mask-id order.
+        cfg: training params.
+        run_dir: holds ``last.pt`` (resume state) and ``model_final.pt`` (drseg-model/1).
+        model_cfg: the model params as a dict (stored in the final checkpoint).
+        train_dataset: name of the training dataset (stored in the final checkpoint).
+        channel_index: the SPSD channel index used, stored in the final checkpoint.
+        fingerprint: identifies the params; a ``last.pt`` with another one is not resumed.
+        dist_info: process placement (default: one CPU process).
+        on_log: called on the main process as ``on_log({"loss": .., "lr": ..}, iteration)``.
+        resume: continue from ``run_dir/last.pt`` when it exists and matches.
+        progress: show a tqdm bar on the main process.
+        stop_after: stop (as if killed) after this many iterations, for tests.
+
+    Returns:
+        :class:`TrainResult` with the loss curve (iteration, loss averaged over processes, lr).
+
+    Raises:
+        NonFiniteLossError: the loss became NaN/inf; ``last.pt`` stays the last good state.
+        DrsegInputError: bad params, an empty dataset, a vocabulary/batch mismatch.
+    """
+    from tqdm.auto import tqdm
+
+    info = dist_info or DistInfo()
+    device = info.device
+    run_dir = Path(run_dir)
+    if len(dataset) == 0:
+        raise DrsegInputError(f"train: the training dataset '{train_dataset}' is empty")
+    if len(vocab) < 2:
+        raise DrsegInputError(f"train: a vocabulary of {len(vocab)} class(es) ({list(vocab)}) cannot "
+                              "be trained for segmentation; give at least 2 classes")
+    if cfg.batch_size % info.world_size:
+        raise DrsegInputError(f"train.batch_size: {cfg.batch_size} is not divisible by the "
+                              f"{info.world_size} processes")
+    if device.type == "cpu" and cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(cfg.seed + info.rank)
+    np.random.seed((cfg.seed + info.rank) % 2**32)
+
+    core = ckpt.unwrap(model)
+    if device.type == "cuda" and cfg.channels_last:
+        core.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(core, cfg, device)
+    scheduler = build_scheduler(optimizer, cfg)
+    losses: list[tuple[int, float, float]] = []
+    start = 0
+    state_path = run_dir / "last.pt"
+    if resume and state_path.exists():
+        state = ckpt.load_training_state(state_path)
+        if state["extra"].get("fingerprint") != fingerprint:
+            log.warning("%s: written with other params; starting afresh", state_path)
+        else:
+            core.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start = int(state["iteration"])
+            if info.rank == 0:
+                ckpt.set_rng_state(state["rng"])
+            else:  # only rank 0's generators are saved; the others reseed from the iteration
+                torch.manual_seed(cfg.seed + info.rank + 1_000_003 * start)
+            losses = [tuple(x) for x in state["extra"].get("losses", [])]
+            log.info("resumed from %s at iteration %d", state_path, start)
+    resumed_from = start
+
+    net = model
+    if info.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(core, device_ids=[device.index] if device.type == "cuda" else None,
+                  find_unused_parameters=cfg.ddp_find_unused)
+    if cfg.compile and device.type == "cuda":
+        net = torch.compile(net)
+
+    stop = cfg.iterations if stop_after is None else min(cfg.iterations, stop_after)
+    augment = TrainAugment(cfg.crop, cfg.flip, cfg.color_jitter)
+    sampler = _PlanSampler(len(dataset), cfg.seed, start, stop, cfg.batch_size, info.rank, info.world_size)
+    loader_kw: dict[str, Any] = {}
+    if cfg.num_workers > 0:
+        loader_kw.update(persistent_workers=False, prefetch_factor=cfg.prefetch_factor)
+    loader = DataLoader(_Augmented(dataset, augment), batch_sampler=sampler, collate_fn=_collate,
+                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda", **loader_kw)
+    amp_dtype = _amp_dtype(cfg, device)
+    params = [p for p in core.parameters() if p.requires_grad]
+    sync_every = 1 if device.type == "cpu" else cfg.log_every
+    pending: list[tuple[int, torch.Tensor, float, list[str]]] = []
+    t0 = time.perf_counter()
+    bar = tqdm(total=cfg.iterations, initial=start, desc="train", unit="it",
+               disable=not (progress and info.is_main), dynamic_ncols=True)
+
+    def flush(pend) -> None:
+        """Sync the pending losses (averaged over processes), stop on a non-finite one."""
+        if not pend:
+            return
+        vals = torch.stack([p[1] for p in pend]).float()
+        all_reduce_sum(vals, info)
+        vals = (vals / info.world_size).tolist()
+        for (it, _, lr, paths), v in zip(pend, vals):
+            if not math.isfinite(v):
+                raise NonFiniteLossError(
+                    f"train: loss is {v} at iteration {it + 1} (batch files: {', '.join(paths)}); "
+                    f"stopped; the last good state is {state_path if state_path.exists() else 'none'}")
+            losses.append((it + 1, v, lr))
+        if info.is_main:
+            it, _, lr, _ = pend[-1]
+            bar.set_postfix(loss=f"{vals[-1]:.4f}", lr=f"{lr:.2e}")
+            if on_log is not None:
+                on_log({"loss": vals[-1], "lr": lr}, it + 1)
+        pend.clear()
+
+    model.train()
+    it = start
+    try:
+        for it, batch in zip(range(start, stop), loader):
+            images = batch["image"].to(device, non_blocking=True)
+            masks = batch["mask"].to(device, non_blocking=True)
+            if device.type == "cuda" and cfg.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            lr = optimizer.param_groups[0]["lr"]
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                logits = net(images, list(vocab))
+            loss = core.loss(logits.float(), masks)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            pending.append((it, loss.detach(), lr, batch["path"]))
+            bar.update(1)
+            done = it + 1
+            if len(pending) >= sync_every or done == stop or done % cfg.checkpoint_every == 0:
+                flush(pending)
+            if done % cfg.checkpoint_every == 0 or done == stop:
+                if info.is_main:
+                    _save_state(state_path, core, optimizer, scheduler, done, fingerprint, losses)
+                if info.distributed:
+                    torch.distributed.barrier()
+    finally:
+        bar.close()
+    wall = time.perf_counter() - t0
+    model_path = None
+    if stop == cfg.iterations and info.is_main:
+        model_path = ckpt.save_model_checkpoint(
+            run_dir / "model_final.pt", model=core, model_cfg=model_cfg, iteration=cfg.iterations,
+            train_dataset=train_dataset, channel_index=channel_index)
+    final = losses[-1][1] if losses else math.nan
+    return TrainResult(iterations=stop, final_loss=final, losses=losses, wall_s=wall,
+                       resumed_from=resumed_from, model_path=model_path)
+
+
+def _save_state(path, core, optimizer, scheduler, done, fingerprint, losses) -> None:
+    ckpt.save_training_state(path, model=core, optimizer=optimizer, scheduler=scheduler,
+                             iteration=done, extra={"fingerprint": fingerprint, "losses": list(losses)})
+
+
+def write_loss_curve(losses: Sequence[tuple[int, float, float]], path: str | Path) -> Path:
+    """Write ``iteration,loss,lr`` rows as CSV (a ``dvc plots`` source)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["iteration", "loss", "lr"])
+        for it, loss, lr in losses:
+            w.writerow([it, f"{loss:.6g}", f"{lr:.6g}"])
+    return path
