@@ -13,6 +13,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("drseg.reports.cli", "regenerate the tables, figures and page (from metrics "
                                     "files or --from-mlflow)"),
+    "predict": ("drseg.predict", "segment your own images / GeoTIFFs with a trained "
+                                 "checkpoint and any class names"),
 }
 
 
