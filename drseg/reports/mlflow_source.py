@@ -3,9 +3,10 @@
 The evaluate step logs each suite summary into the variant's run (tag ``variant=<variant>``)
 with :func:`drseg.tracking.log_metrics`, which flattens it: ``datasets.<dataset>.mIoU`` ...,
 ``source_val.mIoU`` ..., optionally under a prefix (``eval.datasets.<dataset>.mIoU``). The
-summary's strings (``mode``, ``class_list_variant``, ``train_dataset``) are read from the run's
-tags, else from its params, under the same prefix or bare (``evaluate.mode`` is accepted for
-``mode``). MLflow keeps metrics as 64-bit floats, so the numbers round-trip exactly and the
+summary's strings (``mode``, ``class_list_variant`` and the source dataset, ``train_dataset``)
+are read from the run's tags, else from its params, under the same prefix or bare
+(``evaluate.mode``, ``evaluate.class_list_variant``, ``source_val.dataset`` and
+``train.dataset`` are accepted too). MLflow keeps metrics as 64-bit floats, so the numbers round-trip exactly and the
 rendered tables are byte-identical to those built from the metrics files.
 
 For each variant the newest finished run tagged with it that holds suite metrics is used.
@@ -86,8 +87,7 @@ def result_from_run(run: Any, variant: str) -> VariantResult | None:
     for name, value in (("mode", mode), ("class_list_variant", clv)):
         if value is None:
             raise DrsegInputError(f"{origin}: no tag or param '{name}' (needed for the captions)")
-    source = _string_field(run, "train_dataset", prefix) or _string_field(
-        run, "source_val.dataset", prefix)
+    source = _string_field(run, "train_dataset", prefix, ("source_val.dataset", "train.dataset"))
     return VariantResult(variant=variant, mode=mode, class_list_variant=clv, datasets=datasets,
                          source_dataset=source, source_val=source_val or None, origin=origin)
 

@@ -360,7 +360,9 @@ def _caption(title: str, provenance: str, scope: str, results: Sequence[VariantR
 
 def _label_cell(row: Mapping[str, Any], key: str, is_check: bool, where: str,
                 default: str | None) -> str | bool:
-    value = row.get(key, default)
+    value = row.get(key)
+    if value is None:  # left out or null: the default model's value
+        value = default
     if is_check:
         if not isinstance(value, bool):
             raise DrsegInputError(f"{where}.{key}: expected true/false, got {value!r}")
