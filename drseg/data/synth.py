@@ -23,10 +23,18 @@ Public API: ``CONCEPTS``, ``CONCEPT_ID``, ``DISPLAY_COLORS``, ``Domain``, ``DOMA
 from __future__ import annotations
 
 import math
+import os
+import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
+from tqdm import tqdm
+
+from drseg.data.catalog import SYNTH
 
 #: Canonical concept names; a scene mask holds indices into this tuple.
 CONCEPTS: tuple[str, ...] = (
@@ -792,3 +800,86 @@ def colorize(mask: np.ndarray, colors: np.ndarray) -> np.ndarray:
     lut = np.zeros((256, 3), np.uint8)
     lut[: len(colors)] = colors
     return lut[mask.astype(np.int64)]
+
+
+def _quiet(progress: bool) -> dict:
+    """tqdm kwargs: no bar when ``progress`` is False; otherwise tqdm's defaults, so that
+    ``TQDM_DISABLE`` and non-tty detection still apply."""
+    return {"leave": False} if progress else {"disable": True}
+
+
+# --------------------------------------------------------------------------- writing datasets
+def _save_image(arr: np.ndarray, path: os.PathLike[str] | str) -> None:
+    """Save with deterministic bytes (no timestamps / metadata): png lossless, jpg quality 92."""
+    im = Image.fromarray(arr)
+    if str(path).lower().endswith((".jpg", ".jpeg")):
+        im.save(path, format="JPEG", quality=92, subsampling=0)
+    else:
+        im.save(path, format="PNG", compress_level=6)
+
+
+def scene_rng(seed: int, dataset: str, split: str, index: int) -> np.random.Generator:
+    """Generator of one scene, independent of how many scenes other splits hold."""
+    key = [seed, zlib.crc32(dataset.encode()), zlib.crc32(split.encode()), index]
+    return np.random.default_rng(np.random.SeedSequence(key))
+
+
+def concept_lut(concept_ids: Mapping[str, int]) -> np.ndarray:
+    """(256,) uint8 map from concept id to class id; unmapped concepts -> 255 (ignore)."""
+    lut = np.full(256, 255, np.uint8)
+    for c, k in concept_ids.items():
+        lut[CONCEPT_ID[c]] = k
+    return lut
+
+
+def generate_dataset(root: str | os.PathLike[str], name: str, seed: int, image_size: int,
+                     counts: Mapping[str, int], progress: bool = True) -> dict[str, int]:
+    """Render synthetic dataset ``name`` (a catalog entry) into the archive layout under
+    ``root``: for each split in ``counts`` its images and mode-"L" png masks; for source
+    datasets the ``all`` split is written as train + val (same files, as in the archive).
+
+    Args:
+        root: archive root (e.g. ``data/synth``).
+        name: synthetic dataset name in :data:`drseg.data.catalog.SYNTH`.
+        seed: base seed.
+        image_size: image side in pixels.
+        counts: images per split, e.g. ``{"train": 160, "val": 40}`` (source) or
+            ``{"all": 80}`` (target).
+        progress: tqdm bar.
+
+    Returns:
+        images written per split.
+    """
+    if name not in SYNTH:
+        raise ValueError(f"generate_dataset: {name!r} is not a synthetic dataset ({', '.join(SYNTH)})")
+    spec = SYNTH[name]
+    domain = DOMAINS[spec.domain]
+    lut = concept_lut(spec.concept_ids)
+    root = Path(root)
+    written: dict[str, int] = {}
+    gen_splits = [s for s in counts if not (spec.is_source and s == "all")]
+    for split in gen_splits:
+        dirs = spec.split(split)
+        img_dir, mask_dir = root / dirs.image_dir, root / dirs.mask_dir
+        img_dir.mkdir(parents=True, exist_ok=True)
+        mask_dir.mkdir(parents=True, exist_ok=True)
+        outs = [img_dir, mask_dir]
+        if spec.is_source:
+            all_dirs = spec.split("all")
+            outs += [root / all_dirs.image_dir, root / all_dirs.mask_dir]
+            for d in outs[2:]:
+                d.mkdir(parents=True, exist_ok=True)
+        prefix = f"{name.removeprefix('synth_')}_{split}"
+        for i in tqdm(range(int(counts[split])), desc=f"{name}/{split}", **_quiet(progress)):
+            image, cmask = render_scene(scene_rng(seed, name, split, i), image_size, domain)
+            mask = lut[cmask]
+            stem = f"{prefix}_{i:04d}"
+            targets = [(img_dir, mask_dir)] + ([(outs[2], outs[3])] if spec.is_source else [])
+            for idir, mdir in targets:
+                _save_image(image, idir / f"{stem}{spec.image_ext}")
+                Image.fromarray(mask, mode="L").save(mdir / f"{stem}.png", format="PNG",
+                                                     compress_level=6)
+        written[split] = int(counts[split])
+        if spec.is_source:
+            written["all"] = written.get("all", 0) + int(counts[split])
+    return written
