@@ -256,15 +256,36 @@ def pick_device(device: str = "auto") -> torch.device:
     return d
 
 
+def infer_preset(model_cfg: dict) -> str | None:
+    """The model preset a checkpoint's config was made from: the first of
+    :data:`drseg.models.drseg.PRESETS` whose every key it matches, else ``None``."""
+    from drseg.models.drseg import PRESETS
+
+    def _norm(v: Any) -> Any:  # tuples from presets vs lists from a saved dict
+        if isinstance(v, (list, tuple)):
+            return [_norm(x) for x in v]
+        if isinstance(v, dict):
+            return {k: _norm(x) for k, x in v.items()}
+        return v
+
+    for name, keys in PRESETS.items():
+        if all(k in model_cfg and _norm(model_cfg[k]) == _norm(v) for k, v in keys.items()):
+            return name
+    return None
+
+
 def load_predictor(checkpoint: str | Path, device: str = "auto", preset: str | None = None,
                    templates: Sequence[str] | None = None,
                    tracking_uri: str | None = None) -> Predictor:
-    """Load a trained ``drseg-model/1`` checkpoint for prediction.
+    """Load a trained ``drseg-model/1`` checkpoint for prediction. The model is rebuilt from
+    the checkpoint alone (its ``model_cfg`` with the CLIP / prior weight paths dropped, then
+    its ``state_dict`` loaded strictly), so no other file is needed.
 
     Args:
         checkpoint: a path, or an MLflow run id of a training run.
         device: ``auto`` | ``cpu`` | ``cuda[:i]``.
-        preset: when given, the checkpoint must come from this model preset.
+        preset: when given, the checkpoint must come from this model preset (every key of
+            ``PRESETS[preset]`` must match its config).
         templates: prompt templates replacing the checkpoint's (averaged per synonym).
         tracking_uri: MLflow store for run ids (default: the project's).
 
@@ -273,39 +294,45 @@ def load_predictor(checkpoint: str | Path, device: str = "auto", preset: str | N
             fit the model its config describes.
     """
     from drseg.engine import checkpoint as ckpt_mod
+    from drseg.models.drseg import PRESETS
 
     path = resolve_checkpoint(checkpoint, tracking_uri)
     dev = pick_device(device)
     ckpt = ckpt_mod.load_model_checkpoint(path, map_location="cpu")
     cfg_dict = dict(ckpt["model_cfg"])
-    got = cfg_dict.get("preset")
-    if preset is not None and got != preset:
-        raise DrsegInputError(f"{path}: checkpoint of model preset {got!r}, not {preset!r} "
-                              f"(--preset)")
+    got = infer_preset(cfg_dict)
+    if preset is not None:
+        if preset not in PRESETS:
+            raise DrsegInputError(f"--preset {preset}: not one of {sorted(PRESETS)}")
+        if got != preset:
+            raise DrsegInputError(
+                f"{path}: checkpoint of model preset {got or 'custom'!r}, not {preset!r} "
+                f"(--preset); e.g. clip_model {cfg_dict.get('clip_model')!r}, image_size "
+                f"{cfg_dict.get('image_size')!r}")
     if templates is not None:
-        cfg_dict["templates"] = tuple(templates)
+        cfg_dict["templates"] = list(templates)
     model = _build_model(cfg_dict, ckpt, path)
     model.eval().to(dev)
-    size = int(cfg_dict.get("image_size") or getattr(model, "image_size", 0) or 0)
-    if size <= 0:
-        raise DrsegInputError(f"{path}: model_cfg holds no image_size")
     info = {"checkpoint": str(path), "preset": got, "iteration": ckpt.get("iteration"),
             "train_dataset": ckpt.get("train_dataset"),
-            "templates": list(cfg_dict.get("templates") or [PAPER_TEMPLATE])}
-    return Predictor(model=model, input_size=size, device=dev, info=info,
+            "templates": list(model.cfg.templates)}
+    return Predictor(model=model, input_size=int(model.cfg.image_size), device=dev, info=info,
                      amp=dev.type == "cuda")
 
 
 def _build_model(cfg_dict: dict, ckpt: dict, path: Path) -> torch.nn.Module:
-    """Rebuild the model a checkpoint describes and load its weights (strict)."""
+    """Rebuild the model a checkpoint describes and load its weights (strict). Weight files
+    named in the config are not read: the state dict holds every weight."""
     from drseg.engine.checkpoint import load_state_dict_checked
     from drseg.models.drseg import ModelConfig, build_model
 
+    cfg_dict = {**cfg_dict, "clip_checkpoint": None, "prior_checkpoint": None}
     try:
-        cfg = ModelConfig(**cfg_dict)
-    except TypeError as e:
+        cfg = ModelConfig.from_dict(cfg_dict)
+    except (TypeError, DrsegInputError) as e:
         raise DrsegInputError(f"{path}: model_cfg does not fit this drseg version ({e})") from None
-    model = build_model(cfg, channel_index=ckpt.get("channel_index"), pretrained=False)
+    with torch.random.fork_rng(devices=[]):  # random init, overwritten by the state dict
+        model = build_model(cfg, channel_index=ckpt.get("channel_index"))
     load_state_dict_checked(model, ckpt["state_dict"], path)
     return model
 
