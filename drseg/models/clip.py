@@ -24,6 +24,7 @@ Public API (used by the PRETRAIN and SPSD stages too):
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from drseg.errors import DrsegInputError
+from drseg.models.checkpoints import check_state_dict
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -76,7 +78,9 @@ def read_clip_state_dict(path: Union[str, Path]) -> dict:
         raise DrsegInputError(f"CLIP checkpoint {path}: file not found")
     state = None
     try:  # OpenAI releases are TorchScript archives
-        state = torch.jit.load(str(path), map_location="cpu").state_dict()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            state = torch.jit.load(str(path), map_location="cpu").state_dict()
     except Exception:  # noqa: BLE001 -- not a JIT archive: try a pickled state dict
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -94,37 +98,6 @@ def read_clip_state_dict(path: Union[str, Path]) -> dict:
     for key in ("input_resolution", "context_length", "vocab_size"):  # OpenAI JIT extras
         state.pop(key, None)
     return state
-
-
-def check_state_dict(model: nn.Module, state: dict, path: Union[str, Path], what: str) -> None:
-    """Raise a clear error when ``state`` does not fit ``model`` exactly.
-
-    Args:
-        model: the module the state dict is meant for.
-        state: the state dict.
-        path: the file it came from (named in the message).
-        what: a short label ("CLIP checkpoint", "prior checkpoint").
-
-    Raises:
-        DrsegInputError: naming missing keys, unexpected keys and shape mismatches.
-    """
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                    for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or shapes:
-        def show(items: list) -> str:
-            return ", ".join(items[:8]) + (f" ... ({len(items)} in all)" if len(items) > 8 else "")
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {show(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {show(unexpected)}")
-        if shapes:
-            parts.append(f"shape mismatches: {show(shapes)}")
-        raise DrsegInputError(f"{what} {path} does not match the architecture: "
-                              + "; ".join(parts))
 
 
 def load_open_clip(model_name: str, checkpoint: Optional[Union[str, Path]] = None,

@@ -1,0 +1,151 @@
+"""Upsampling decoder and loss of the CAT-Seg / RSKT-Seg code path (PROTOCOL.md section 3).
+
+"CAT-Seg: Cost Aggregation for Open-Vocabulary Semantic Segmentation" (arXiv:2303.11797).
+Two upsampling stages (128 -> 64 -> 32 channels at the reference size), each concatenating
+projected CLIP guidance (32 and 16 channels) from intermediate CLIP blocks, GroupNorm double
+convs, and a 1-channel head per class: logits at 4x the CLIP grid (96x96 for 384 px).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from drseg.errors import DrsegInputError
+
+
+def _groups(ch: int) -> int:
+    return max(1, ch // 16)
+
+
+class DoubleConv(nn.Module):
+    """(conv3x3 - GroupNorm - ReLU) x 2, as CAT-Seg's decoder.
+
+    Args:
+        cin: input channels. cout: output channels.
+    """
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.GroupNorm(_groups(cout), cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.GroupNorm(_groups(cout), cout),
+            nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, cin, H, W) -> (N, cout, H, W)."""
+        return self.net(x)
+
+
+class Up(nn.Module):
+    """2x transposed-conv upsampling, concatenation of guidance, double conv.
+
+    Args:
+        cin: input channels. cout: output channels. guidance: guidance channels.
+    """
+
+    def __init__(self, cin: int, cout: int, guidance: int):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(cin, cin - guidance, 2, stride=2)
+        self.conv = DoubleConv(cin, cout)
+
+    def forward(self, x: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+        """x (B*K, cin, H, W), guidance (B, G, 2H, 2W) -> (B*K, cout, 2H, 2W)."""
+        x = self.up(x)
+        reps = x.shape[0] // guidance.shape[0]
+        g = guidance.repeat_interleave(reps, dim=0)  # (B*K, G, 2H, 2W), class-major per image
+        return self.conv(torch.cat([x, g], dim=1))
+
+
+class GuidanceUpsampler(nn.Module):
+    """Intermediate CLIP block features to decoder guidance.
+
+    Block ``guidance_layers[0]`` -> transposed conv x2 (256 ch at the reference size), block
+    ``guidance_layers[1]`` -> transposed conv x4 (128 ch); each then 3x3 conv + ReLU to the
+    decoder guidance widths (32, 16).
+
+    Args:
+        width: CLIP vision width (768 for B/16, 1024 for L/14).
+        up_dims: channels after the transposed convs (256, 128).
+        proj_dims: decoder guidance widths (32, 16).
+    """
+
+    def __init__(self, width: int, up_dims: Sequence[int] = (256, 128),
+                 proj_dims: Sequence[int] = (32, 16)):
+        super().__init__()
+        self.up = nn.ModuleList([nn.ConvTranspose2d(width, up_dims[0], 2, stride=2),
+                                 nn.ConvTranspose2d(width, up_dims[1], 4, stride=4)])
+        self.proj = nn.ModuleList(nn.Sequential(nn.Conv2d(u, p, 3, padding=1), nn.ReLU())
+                                  for u, p in zip(up_dims, proj_dims))
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Two (B, width, h, w) maps -> [(B, 32, 2h, 2w), (B, 16, 4h, 4w)]."""
+        if len(feats) != 2:
+            raise DrsegInputError(f"model.guidance_layers: the decoder needs 2 layers, "
+                                  f"got {len(feats)}")
+        return [p(u(f)) for f, u, p in zip(feats, self.up, self.proj)]
+
+
+class Decoder(nn.Module):
+    """Two upsampling stages with CLIP guidance and a 1-channel head per class.
+
+    Args:
+        dim: aggregator hidden width (128).
+        dims: stage output widths (64, 32).
+        guidance_dims: guidance widths (32, 16).
+    """
+
+    def __init__(self, dim: int = 128, dims: Sequence[int] = (64, 32),
+                 guidance_dims: Sequence[int] = (32, 16)):
+        super().__init__()
+        self.up1 = Up(dim, dims[0], guidance_dims[0])
+        self.up2 = Up(dims[0], dims[1], guidance_dims[1])
+        self.head = nn.Conv2d(dims[1], 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, guidance: Sequence[torch.Tensor]) -> torch.Tensor:
+        """x (B, E, K, h, w), guidance from :class:`GuidanceUpsampler` -> (B, K, 4h, 4w)."""
+        B, E, K, h, w = x.shape
+        t = x.transpose(1, 2).reshape(B * K, E, h, w)  # (B*K, E, h, w), class-major per image
+        t = self.up1(t, guidance[0])
+        t = self.up2(t, guidance[1])
+        return self.head(t).view(B, K, 4 * h, 4 * w)
+
+
+def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, ignore_index: int = 255,
+                      ignore_mode: str = "mask") -> torch.Tensor:
+    """Per-class sigmoid binary cross-entropy on one-hot targets at label resolution.
+
+    Args:
+        logits: (B, K, h, w); bilinearly upsampled to the mask size.
+        masks: (B, H, W) int64 class ids, ``ignore_index`` = ignore.
+        ignore_index: the ignore id (255).
+        ignore_mode: ``"mask"`` (default): ignore pixels are left out of the mean;
+            ``"zero"``: the reference CAT-Seg/RSKT behaviour, ignore pixels get an all-zero
+            target (negatives for every class) and count in the mean.
+
+    Returns:
+        scalar loss.
+    """
+    if ignore_mode not in ("mask", "zero"):
+        raise DrsegInputError(f"model.loss_ignore: {ignore_mode!r} is not 'mask' or 'zero'")
+    if masks.dim() != 3 or masks.shape[0] != logits.shape[0]:
+        raise DrsegInputError(f"masks: expected (B, H, W) for {logits.shape[0]} images, got "
+                              f"{tuple(masks.shape)}")
+    K = logits.shape[1]
+    logits = F.interpolate(logits.float(), size=masks.shape[-2:], mode="bilinear",
+                           align_corners=False)
+    valid = masks != ignore_index
+    bad = valid & ((masks < 0) | (masks >= K))
+    if bad.any():
+        raise DrsegInputError(f"masks: class id {int(masks[bad][0])} outside 0..{K - 1} "
+                              f"(and not the ignore id {ignore_index})")
+    target = F.one_hot(masks.clamp(0, K - 1), K).permute(0, 3, 1, 2).float()  # (B, K, H, W)
+    target = target * valid.unsqueeze(1)
+    loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    if ignore_mode == "zero":
+        return loss.mean()
+    weight = valid.unsqueeze(1).expand_as(loss)
+    return (loss * weight).sum() / (weight.sum().clamp(min=1))
