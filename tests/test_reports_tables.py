@@ -233,9 +233,25 @@ def test_bad_report_params(params, results, key, value, message):
         build_all_tables(results, options_from_params(bad))
 
 
-def test_make_report_missing_label_default(params, results, tmp_path):
-    bad = yaml.safe_load(yaml.safe_dump(params))
-    del bad["model"]["k"]
-    with pytest.raises(DrsegInputError, match=r"table6\[3\]\.k: missing label"):
-        make_report(results, options_from_params(bad), tables_dir=tmp_path)
-    assert not list(tmp_path.iterdir())  # nothing half-written
+def test_swept_labels_come_from_the_variant_overrides(params):
+    opts = options_from_params(params)
+    assert [r["rho"] for r in opts.tables["table5"]] == ["0.3", "0.4", "0.5", "0.6", "0.7"]
+    assert [r["k"] for r in opts.tables["table6"]] == ["20", "40", "50", "75", "100"]
+    p = yaml.safe_load(yaml.safe_dump(params))
+    p["variants"]["k40"]["k"] = 41  # the run used 41: the label says so
+    assert options_from_params(p).tables["table6"][1]["k"] == "41"
+
+
+def test_swept_label_that_contradicts_params_is_refused(params):
+    p = yaml.safe_load(yaml.safe_dump(params))
+    p["report"]["tables"]["table5"][0]["rho"] = 0.35
+    with pytest.raises(DrsegInputError, match=r"table5\[0\]\.rho: label 0\.35 disagrees with "
+                                              r"variants\.rho0\.3\.rho = 0\.3"):
+        options_from_params(p)
+
+
+def test_swept_label_missing_everywhere(params, tmp_path):
+    p = yaml.safe_load(yaml.safe_dump(params))
+    del p["model"]["k"]
+    with pytest.raises(DrsegInputError, match=r"table6\[3\]\.k: no label.*variants\.full\.k or model\.k"):
+        options_from_params(p)

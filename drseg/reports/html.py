@@ -51,9 +51,8 @@ def table_html(table: Table, sources: Mapping[str, str] | None = None) -> str:
     """
     marks = table_emphasis(table)
     nl = len(table.label_headers)
-    out = [f'<table class="res" id="{_e(table.name)}">',
-           f"<caption><b>{_e(display_name(table.name))}.</b> {_math(table.caption)}</caption>",
-           "<thead>"]
+    out = [f'<p class="cap"><b>{_e(display_name(table.name))}.</b> {_math(table.caption)}</p>',
+           f'<table class="res" id="{_e(table.name)}">', "<thead>"]
     groups = [c.group for c in table.columns]
     if any(groups):
         cells = [f'<th colspan="{nl}"></th>'] if nl else []
@@ -65,7 +64,7 @@ def table_html(table: Table, sources: Mapping[str, str] | None = None) -> str:
             cells.append(f'<th colspan="{n}" class="grp">{_e(groups[j] or "")}</th>')
             j += n
         out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("<tr>" + "".join(f"<th>{_math(h)}</th>" for h in table.label_headers)
+    out.append("<tr>" + "".join(f'<th class="lab">{_math(h)}</th>' for h in table.label_headers)
                + "".join(f"<th>{_e(c.header)}</th>" for c in table.columns) + "</tr></thead>")
     out.append("<tbody>")
     for s, sec in enumerate(table.sections):
@@ -93,10 +92,10 @@ _CSS = """
 body{font-family:sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
 h1{margin-bottom:.2em} .banner{background:#fff3cd;border:1px solid #e0c36c;padding:.6em 1em;
 border-radius:4px;margin:1em 0} .banner.real{background:#e7f3ff;border-color:#8ab6e0}
-table.res{border-collapse:collapse;margin:1.5em 0 .3em 0;font-size:13px}
-table.res caption{caption-side:top;text-align:left;padding-bottom:.5em;max-width:1100px}
+table.res{border-collapse:collapse;margin:0 0 .3em 0;font-size:13px}
+p.cap{font-size:13px;margin:2em 0 .5em 0;max-width:1100px}
 table.res th,table.res td{padding:3px 8px;text-align:right;white-space:nowrap}
-table.res td.lab,table.res th:first-child{text-align:left}
+table.res td.lab,table.res th.lab{text-align:left}
 table.res thead tr:last-child th{border-bottom:1px solid #000}
 table.res thead tr:first-child th{border-top:2px solid #000}
 table.res tbody tr:last-child td{border-bottom:2px solid #000}

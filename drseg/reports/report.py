@@ -16,9 +16,8 @@ from drseg.reports import figures as F
 from drseg.reports import html as H
 from drseg.reports import tables as T
 
-#: params.yaml keys that hold the default model's value of a table's swept label.
-DEFAULT_LABEL_KEYS = {("table5", "rho"): ("spsd.rho",),
-                      ("table6", "k"): ("model.k", "model.top_k", "model.pdgr_k")}
+#: Swept labels of Tables 5 and 6, resolved per row from params (see :func:`resolve_labels`).
+SWEPT_LABELS = {"table5": ("rho", ("model.rho", "spsd.rho")), "table6": ("k", ("model.k",))}
 
 
 @dataclass(frozen=True)
@@ -63,9 +62,67 @@ def _lookup(params: Mapping[str, Any], dotted: str) -> Any:
     return node
 
 
+def _label_text(value: Any) -> str:
+    return str(value)
+
+
+def resolve_labels(params: Mapping[str, Any], tables: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill and check the swept labels of Tables 5 and 6 (rho, k) from params.
+
+    A row's value is the variant's override (``variants.<variant>.rho`` / ``.k``, the block
+    the train stage applies), else the model block's (``model.rho``, ``model.k``), else for rho
+    the SPSD split (``spsd.rho``). A label written in the row must agree with a value found
+    so; a row with neither is an error. So a label never claims a setting the run did not use.
+
+    Args:
+        params: the whole parsed params.
+        tables: ``report.tables``.
+
+    Returns:
+        A copy of ``tables`` with the labels filled in (as printed strings).
+
+    Raises:
+        DrsegInputError: a label disagrees with params, or none can be found.
+    """
+    out = {name: [dict(r) for r in rows] for name, rows in tables.items()}
+    variants = params.get("variants") or {}
+    for name, (key, fallbacks) in SWEPT_LABELS.items():
+        for i, row in enumerate(out.get(name, [])):
+            where = f"report.tables.{name}[{i}].{key}"
+            over = variants.get(row["variant"]) if isinstance(variants, Mapping) else None
+            found, src = None, None
+            if isinstance(over, Mapping) and over.get(key) is not None:
+                found, src = over[key], f"variants.{row['variant']}.{key}"
+            else:
+                for fb in fallbacks:
+                    if _lookup(params, fb) is not None:
+                        found, src = _lookup(params, fb), fb
+                        break
+            given = row.get(key)
+            if given is None:
+                if found is None:
+                    raise DrsegInputError(
+                        f"{where}: no label, and params set none (variants.{row['variant']}."
+                        f"{key} or {' / '.join(fallbacks)})")
+                row[key] = _label_text(found)
+            elif found is not None and not _same(given, found):
+                raise DrsegInputError(f"{where}: label {given!r} disagrees with {src} = {found!r}")
+            else:
+                row[key] = _label_text(given)
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
 def options_from_params(params: Mapping[str, Any]) -> ReportOptions:
-    """ReportOptions from the parsed params (the ``report`` block, plus the default model's
-    ``model.preset``, ``spsd.rho`` and k for the labels of Tables 1, 5 and 6).
+    """ReportOptions from the parsed params (the ``report`` block, plus ``model.preset`` for
+    Table 1's backbone and the rho / k of each variant for Tables 5 and 6, see
+    :func:`resolve_labels`).
 
     Args:
         params: the whole parsed params.yaml.
@@ -85,16 +142,11 @@ def options_from_params(params: Mapping[str, Any]) -> ReportOptions:
     if not isinstance(tables, Mapping) or not tables:
         raise DrsegInputError("params.yaml: report.tables must map table names to rows")
     T.table_variants(tables)  # validates the rows
+    tables = resolve_labels(params, tables)
     defaults: dict[str, dict[str, str]] = {"table1": {}}
     backbone = rep.get("backbone") or _lookup(params, "model.preset")
     if backbone is not None:
         defaults["table1"]["backbone"] = str(backbone)
-    for (table, key), sources in DEFAULT_LABEL_KEYS.items():
-        for src in sources:
-            v = _lookup(params, src)
-            if v is not None:
-                defaults.setdefault(table, {})[key] = str(v)
-                break
     datasets = rep.get("datasets")
     if datasets is not None and (not isinstance(datasets, list) or not datasets):
         raise DrsegInputError("params.yaml: report.datasets must be null or a non-empty list")
