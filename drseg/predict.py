@@ -46,6 +46,7 @@ log = logging.getLogger("drseg.predict")
 PAPER_TEMPLATE = "A photo of a {} in the scene"
 IGNORE = 255
 MAX_CLASSES = 255  # ids 0..254 fit a uint8 mask next to the ignore id 255
+WHOLE_MAX = 4096  # --whole holds K x H x W scores in memory: only for ordinary images
 
 ModelFn = Callable[[torch.Tensor, list[str]], torch.Tensor]
 
@@ -726,6 +727,9 @@ def predict_file(predictor: Predictor, path: str | Path, vocab: list[str], out_d
     with raster.open_raster(path, bands=bands) as src:
         H, W = src.height, src.width
         if whole:
+            if max(H, W) > WHOLE_MAX:
+                raise DrsegInputError(f"{path}: {W}x{H} is too large for --whole (one window "
+                                      f"of at most {WHOLE_MAX} px a side); use windows")
             tiles = TileSettings(max(H, W), max(H, W), tiles.batch_size, max(H, W) + raster.BLOCK)
         geo = outs["mask"].suffix == ".tif"
         if geo:

@@ -221,6 +221,18 @@ def test_one_band_and_five_band_rasters(tmp_path):
     assert "[3, 2, 1]" in r5b["bands"]
 
 
+def test_whole_mode_is_one_window_and_refuses_huge_images(tmp_path, monkeypatch):
+    img, ids = blocks_image(60, 90)
+    Image.fromarray(img.transpose(1, 2, 0)).save(tmp_path / "a.png")
+    pred = predictor(32)
+    rec = P.predict_file(pred, tmp_path / "a.png", VOCAB, tmp_path / "o", whole=True)
+    assert rec["windows"] == 1 and pred.model.calls == 1
+    assert (np.array(Image.open(rec["outputs"]["mask"])) == ids).mean() > 0.9
+    monkeypatch.setattr(P, "WHOLE_MAX", 64)
+    with pytest.raises(DrsegInputError, match="a.png: 90x60 is too large for --whole"):
+        P.predict_file(pred, tmp_path / "a.png", VOCAB, tmp_path / "o", whole=True)
+
+
 # ------------------------------------------------------------------ vocabulary
 
 def test_vocab_validation():
@@ -331,3 +343,26 @@ def test_checkpoint_reference_errors(tmp_path):
     ck = tmp_path / "m.pt"
     ck.write_bytes(b"x")
     assert P.resolve_checkpoint(ck) == ck
+
+
+def test_checkpoint_from_mlflow_run_id(tmp_path, monkeypatch):
+    from drseg import tracking
+
+    uri = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    ck = tmp_path / "runs" / "full" / "model_final.pt"
+    ck.parent.mkdir(parents=True)
+    ck.write_bytes(b"weights")
+    with tracking.start_run("train", "full", root=tmp_path, tags={"checkpoint": str(ck)}) as run:
+        with_ckpt = run.info.run_id
+    with tracking.start_run("evaluate", "full", root=tmp_path) as run:
+        without = run.info.run_id
+    assert P.resolve_checkpoint(with_ckpt) == ck
+    assert P.resolve_checkpoint(f"runs:/{with_ckpt}", tracking_uri=uri) == ck
+    with pytest.raises(DrsegInputError, match="logs no checkpoint"):
+        P.resolve_checkpoint(without)
+    with pytest.raises(DrsegInputError, match="no MLflow run with this id"):
+        P.resolve_checkpoint("0" * 32)
+    ck.unlink()
+    with pytest.raises(DrsegInputError, match="which does not exist"):
+        P.resolve_checkpoint(with_ckpt)
