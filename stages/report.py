@@ -32,7 +32,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--figures", help="output folder of the metrics figures")
     ap.add_argument("--page", help="the HTML page to write")
     ap.add_argument("--curves", help="loss CSV path pattern with {variant}")
-    ap.add_argument("--extra-figures", help="folder of figures made by other stages, shown on the page")
+    ap.add_argument("--extra-figures", action="append",
+                    help="folder of figures made by other stages, shown on the page (repeatable)")
+    ap.add_argument("--plots", help="folder for dvc plots sources (class_iou.csv)")
     ap.add_argument("--from-mlflow", action="store_true", help="read the numbers from MLflow")
     ap.add_argument("--params", default="params.yaml")
     return ap.parse_args(argv)
@@ -47,7 +49,8 @@ def main(argv=None) -> int:
                                  from_mlflow=args.from_mlflow)
     written = make_report(results, opts, tables_dir=args.tables, figures_dir=args.figures,
                           page=args.page, metrics_dir=args.metrics, curves=args.curves,
-                          extra_figures_dir=args.extra_figures, runs=runs)
+                          extra_figures_dirs=args.extra_figures or (), plots_dir=args.plots,
+                          runs=runs)
     for kind, paths in written.items():
         log.info("%s: %d files (%s)", kind, len(paths), ", ".join(sorted({str(p.parent) for p in paths})))
     return 0

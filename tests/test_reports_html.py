@@ -42,7 +42,8 @@ def _build(tmp_path: Path, runs=None) -> Path:
     make_report(results, opts, tables_dir=tmp_path / "reports" / "tables",
                 figures_dir=tmp_path / "reports" / "figures",
                 page=tmp_path / "reports" / "index.html", metrics_dir=FIX / "metrics",
-                curves=str(curves / "{variant}.csv"), extra_figures_dir=extra, runs=runs)
+                curves=str(curves / "{variant}.csv"), extra_figures_dirs=[extra],
+                plots_dir=tmp_path / "reports" / "plots", runs=runs)
     return tmp_path / "reports" / "index.html"
 
 

@@ -28,7 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--figures", default=None, help="output folder for the metrics figures")
     p.add_argument("--page", default=None, help="HTML page to write")
     p.add_argument("--curves", default=None, help="loss CSV path pattern with {variant}")
-    p.add_argument("--extra-figures", default=None, help="folder of figures to show on the page")
+    p.add_argument("--extra-figures", action="append",
+                   help="folder of figures to show on the page (repeatable)")
+    p.add_argument("--plots", default=None, help="folder for dvc plots sources (class_iou.csv)")
 
 
 def _read_params(path: str) -> dict:
@@ -60,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
                                  from_mlflow=args.from_mlflow, experiment=args.experiment)
     written = make_report(results, opts, tables_dir=args.tables, figures_dir=args.figures,
                           page=args.page, metrics_dir=args.metrics, curves=args.curves,
-                          extra_figures_dir=args.extra_figures, runs=runs)
+                          extra_figures_dirs=args.extra_figures or (), plots_dir=args.plots,
+                          runs=runs)
     for kind, paths in written.items():
         for p in paths:
             logging.getLogger("drseg.report").info("%s: %s", kind, p)

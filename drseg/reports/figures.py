@@ -107,6 +107,27 @@ def read_class_iou(metrics_dir: str | Path, variant: str,
     return out
 
 
+def write_class_iou_csv(per_dataset: Mapping[str, tuple[Sequence[str], Sequence[float | None]]],
+                        path: str | Path) -> Path:
+    """Per-class IoU as a ``dvc plots`` source: ``class,IoU,dataset`` rows, ``class`` being
+    ``<dataset>/<class name>``; classes without ground truth are left out.
+
+    Args:
+        per_dataset: ``{dataset: (class names, IoU or None)}``.
+        path: the CSV to write.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    rows = ["class,IoU,dataset"]
+    for d, (classes, iou) in per_dataset.items():
+        for c, v in zip(classes, iou):
+            if v is not None:
+                name = f"{d}/{c}".replace('"', "'")
+                rows.append(f'"{name}",{float(v):.4f},{d}')
+    p.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return p
+
+
 def plot_class_iou(per_dataset: Mapping[str, tuple[Sequence[str], Sequence[float | None]]],
                    stem: str | Path, *, title: str) -> tuple[Path, Path]:
     """Per-class IoU bars, one panel per dataset (classes without ground truth marked n/a).

@@ -134,7 +134,7 @@ def options_from_params(params: Mapping[str, Any]) -> ReportOptions:
     if not isinstance(rep, Mapping):
         raise DrsegInputError("params.yaml: missing block 'report'")
     known = {"provenance", "decimals", "datasets", "source_dataset", "ablation_datasets",
-             "backbone", "figure_variant", "mlflow_ui", "tables"}
+             "backbone", "figure_variant", "mlflow_ui", "tables", "figures"}
     unknown = sorted(set(rep) - known)
     if unknown:
         raise DrsegInputError(f"params.yaml: unknown key(s) report.{', report.'.join(unknown)}")
@@ -201,7 +201,9 @@ def _rel(path: Path, start: Path) -> str:
 def make_report(results: Mapping[str, T.VariantResult], opts: ReportOptions, *,
                 tables_dir: str | Path, figures_dir: str | Path | None = None,
                 page: str | Path | None = None, metrics_dir: str | Path | None = None,
-                curves: str | None = None, extra_figures_dir: str | Path | None = None,
+                curves: str | None = None,
+                extra_figures_dirs: Sequence[str | Path] = (),
+                plots_dir: str | Path | None = None,
                 runs: Mapping[str, Any] | None = None) -> dict[str, list[Path]]:
     """Write the tables, the metrics figures and the page.
 
@@ -213,9 +215,11 @@ def make_report(results: Mapping[str, T.VariantResult], opts: ReportOptions, *,
         page: the HTML page path (None: no page).
         metrics_dir: per-dataset metrics (per-class IoU figure); None skips that figure.
         curves: a path pattern with ``{variant}`` for the train stage's loss CSVs; None skips.
-        extra_figures_dir: a folder of figures made elsewhere (the ``figures`` stage: Fig. 5
+        extra_figures_dirs: folders of figures made elsewhere (the ``figures`` stage: Fig. 5
             and Fig. 7, or the SPSD figures) to show on the page; ``<stem>.png`` with an
             optional ``<stem>.pdf`` and ``<stem>.txt`` caption.
+        plots_dir: where ``class_iou.csv`` (a ``dvc plots`` source: per-class IoU of
+            ``figure_variant``) goes; None: not written.
         runs: ``{variant: RunRef}`` for the page's MLflow links (written to a side script).
 
     Returns:
@@ -252,8 +256,14 @@ def make_report(results: Mapping[str, T.VariantResult], opts: ReportOptions, *,
             entries.append(H.FigureEntry(f"Per-class IoU ({v})", _rel(stem.with_suffix(".png"), page_dir),
                                          _rel(stem.with_suffix(".pdf"), page_dir),
                                          "IoU per class and dataset; n/a: no ground truth."))
-    if extra_figures_dir is not None and Path(extra_figures_dir).is_dir():
-        for png in sorted(Path(extra_figures_dir).rglob("*.png")):
+    if plots_dir is not None and metrics_dir is not None:
+        v = opts.figure_variant
+        per = F.read_class_iou(metrics_dir, v, T.dataset_order(results, opts.datasets))
+        written["figures"].append(F.write_class_iou_csv(per, Path(plots_dir) / "class_iou.csv"))
+    for extra in extra_figures_dirs:
+        if not Path(extra).is_dir():
+            raise DrsegInputError(f"{extra}: figures folder not found")
+        for png in sorted(Path(extra).rglob("*.png")):
             pdf = png.with_suffix(".pdf")
             cap = png.with_suffix(".txt")
             entries.append(H.FigureEntry(
