@@ -305,6 +305,19 @@ def _upsample_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarr
     return (out / (out.std() + 1e-6)).astype(np.float32)
 
 
+_LUTS: dict[tuple[str, ...], np.ndarray] = {}
+
+
+def _concept_lut(concepts: tuple[str, ...]) -> np.ndarray:
+    """(256,) bool table of concept ids in ``concepts`` (cached)."""
+    lut = _LUTS.get(concepts)
+    if lut is None:
+        lut = np.zeros(256, bool)
+        lut[[CONCEPT_ID[c] for c in concepts]] = True
+        _LUTS[concepts] = lut
+    return lut
+
+
 # --------------------------------------------------------------------------- the canvas
 class _Canvas:
     """Image, mask and bookkeeping layers of one scene being drawn."""
@@ -340,9 +353,8 @@ class _Canvas:
             self.mask[sl][region] = CONCEPT_ID[concept]
 
     def is_(self, sl: tuple[slice, slice], *concepts: str) -> np.ndarray:
-        lut = np.zeros(256, bool)
-        lut[[CONCEPT_ID[c] for c in concepts]] = True
-        return lut[self.mask[sl]]
+        """Boolean map of the window: pixels whose current concept is one of ``concepts``."""
+        return _concept_lut(concepts)[self.mask[sl]]
 
     def cast(self, sl: tuple[slice, slice], footprint: np.ndarray, height_m: float) -> None:
         """Record an object of ``height_m`` metres standing on ``footprint`` in the height map
@@ -553,25 +565,35 @@ class _Canvas:
             if not self.road_lines:
                 theta = float(rng.uniform(0, math.pi)) if rng.random() < 0.5 else theta
             cx, cy = rng.uniform(-0.05, 1.05) * S, rng.uniform(-0.05, 1.05) * S
-            sl = _window(cx, cy, math.hypot(L, L) / 2 + 2, S)
+            sl = _window(cx, cy, math.hypot(L, L) / 2 + 2 + 1.5 * self.px, S)
             if sl is None:
                 continue
             u, v = _local(sl, cx, cy, theta)
             shape = ("rect", "rect", "L", "courtyard", "T")[int(rng.integers(5))]
-            parts = [(np.abs(u) < L / 2) & (np.abs(v) < W / 2)]
-            if shape == "L":
-                parts.append((np.abs(u - (L / 2 - W / 2)) < W / 2) & (v > 0) & (v < L * 0.6))
-            elif shape == "T":
-                parts.append((np.abs(u) < W / 2) & (v > 0) & (v < L * 0.55))
+            au = np.abs(u)
+
+            def footprint(m: float) -> list[np.ndarray]:
+                """Parts of the footprint grown by a margin of ``m`` pixels."""
+                ps = [(au < L / 2 + m) & (np.abs(v) < W / 2 + m)]
+                if shape == "L":
+                    ps.append((np.abs(u - (L / 2 - W / 2)) < W / 2 + m) & (v > -m) & (v < L * 0.6 + m))
+                elif shape == "T":
+                    ps.append((au < W / 2 + m) & (v > -m) & (v < L * 0.55 + m))
+                elif shape == "courtyard":
+                    ps = [(au < L / 2 + m) & (np.abs(v) < L / 2 * 0.8 + m)]
+                return ps
+
+            if shape == "courtyard" and W <= 9 * self.px:
+                shape = "rect"
+            parts = footprint(0.0)
             foot = np.logical_or.reduce(parts)
             hole = None
-            if shape == "courtyard" and W > 9 * self.px:
-                foot = (np.abs(u) < L / 2) & (np.abs(v) < L / 2 * 0.8)
-                hole = (np.abs(u) < L / 2 - 4 * self.px) & (np.abs(v) < L / 2 * 0.8 - 4 * self.px)
+            if shape == "courtyard":
+                hole = (au < L / 2 - 4 * self.px) & (np.abs(v) < L / 2 * 0.8 - 4 * self.px)
                 foot &= ~hole
             if foot.sum() < 6:
                 continue
-            grown = ndimage.binary_dilation(foot, iterations=max(1, int(1.5 * self.px)))
+            grown = np.logical_or.reduce(footprint(max(1.0, 1.5 * self.px)))
             if not self._free_spot(sl, grown, _GROUND):
                 continue
             roof = np.asarray(d.roof_colors[int(rng.integers(len(d.roof_colors)))], np.float32)
