@@ -29,12 +29,21 @@ reused for every subset (the encoder never runs per channel).
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import io
 import math
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import spearmanr
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -44,6 +53,149 @@ from drseg.errors import DrsegInputError
 from drseg.models import clip as dclip
 
 IGNORE = 255
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass
+class SpsdConfig:
+    """The ``spsd:`` params block (prototype extraction and the studies).
+
+    Paper profile: lambda 0.3, rho 0.5, the training split of DLRSD or iSAID, ViT-B/16 at 384
+    (``input_size: 384``) or ViT-L/14 at 336; Fig. 2 on 200 sampled images.
+    """
+
+    lam: float = 0.3              # Eq. 4 lambda (params key ``lambda``)
+    rho: float = 0.5              # Eq. 5 rho of the reference split in the index file
+    num_prototypes: int = 32      # N_p per class
+    seed: int = 0                 # prototype sampling
+    dataset: str | None = None    # training dataset; None = the suite's first source
+    split: str = "train"
+    class_list_variant: str = "rskt-v1"
+    clip_model: str = "drseg-tiny-clip"  # open_clip config name (= the model's backbone)
+    input_size: int | None = None  # square CLIP input; None = images at their own size
+    purity: float = 0.75          # patch label = class covering >= purity of the patch
+    batch_size: int = 16
+    num_workers: int = 0
+    device: str = "cpu"           # cpu | cuda | auto
+    eps: float = 1e-8             # Eq. 1-2 epsilon
+    study: dict = field(default_factory=dict)  # see StudyConfig
+
+    @classmethod
+    def from_params(cls, block: dict[str, Any]) -> "SpsdConfig":
+        """Build from the ``spsd:`` block, naming unknown or ill-typed keys."""
+        block = dict(block)
+        if "lambda" in block:
+            block["lam"] = block.pop("lambda")
+        cfg = cls(**_typed(cls, block, "spsd"))
+        if not 0 <= cfg.lam <= 1:
+            raise DrsegInputError(f"spsd.lambda: must be in [0, 1], got {cfg.lam}")
+        if not 0 <= cfg.rho <= 1:
+            raise DrsegInputError(f"spsd.rho: must be in [0, 1], got {cfg.rho}")
+        for name in ("num_prototypes", "batch_size"):
+            if getattr(cfg, name) < 1:
+                raise DrsegInputError(f"spsd.{name}: must be >= 1, got {getattr(cfg, name)}")
+        if cfg.input_size is not None and cfg.input_size < 1:
+            raise DrsegInputError(f"spsd.input_size: must be >= 1 or null, got {cfg.input_size}")
+        if not 0.5 < cfg.purity <= 1:
+            raise DrsegInputError(f"spsd.purity: must be in (0.5, 1], got {cfg.purity}")
+        if cfg.device not in ("cpu", "cuda", "auto"):
+            raise DrsegInputError(f"spsd.device: expected cpu, cuda or auto, got {cfg.device!r}")
+        return cfg
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise DrsegInputError("spsd.device: cuda requested but no CUDA device is available")
+        return torch.device(self.device)
+
+
+@dataclass
+class StudyConfig:
+    """The ``spsd.study:`` params block (Fig. 2, Fig. 6, score vs drop)."""
+
+    split: str = "val"            # source split the zero-shot studies run on
+    masking_images: int = 200     # Fig. 2 sample size (paper: 200); <= 0 = the whole split
+    seed: int = 0                 # image sample and random channel subsets
+    ratios: list = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 11)])
+    random_draws: int = 3         # random-subset reference curve in Fig. 6 (0 = off)
+    map_examples: int = 2         # Fig. 2 activation-map rows
+    map_fraction: float = 0.2     # channels dropped for the maps (paper: top 20%)
+
+    @classmethod
+    def from_params(cls, block: dict[str, Any]) -> "StudyConfig":
+        """Build from the ``spsd.study:`` block, naming unknown or ill-typed keys."""
+        cfg = cls(**_typed(cls, dict(block or {}), "spsd.study"))
+        if not cfg.ratios or not all(isinstance(r, (int, float)) and not isinstance(r, bool)
+                                     and 0 < r <= 1 for r in cfg.ratios):
+            raise DrsegInputError(f"spsd.study.ratios: expected numbers in (0, 1], "
+                                  f"got {cfg.ratios!r}")
+        if not 0 < cfg.map_fraction < 1:
+            raise DrsegInputError(f"spsd.study.map_fraction: must be in (0, 1), got "
+                                  f"{cfg.map_fraction}")
+        for name in ("random_draws", "map_examples"):
+            if getattr(cfg, name) < 0:
+                raise DrsegInputError(f"spsd.study.{name}: must be >= 0")
+        return cfg
+
+
+def resolve_source(suite_dir: str | Path, dataset: str | None) -> tuple[Path, str]:
+    """Archive root and training dataset of a prepared suite folder (``data/synth``).
+
+    Args:
+        suite_dir: the ``prepare`` stage's output (holds ``suite.json``).
+        dataset: ``spsd.dataset``; None = the suite's first source (``suite.json`` "sources").
+
+    Returns:
+        (archive root, dataset name).
+    """
+    from drseg.data.archive import load_suite, resolve_root
+
+    root = resolve_root(suite_dir)
+    if dataset is None:
+        sources = load_suite(suite_dir).get("sources") or []
+        if not sources:
+            raise DrsegInputError(f"{suite_dir}: suite.json lists no source dataset; set "
+                                  f"spsd.dataset")
+        dataset = sources[0]
+    return root, dataset
+
+
+def _typed(cls: type, block: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Check keys and scalar types of a params block against a dataclass's defaults."""
+    fields_ = {f.name: f for f in dataclasses.fields(cls)}
+    out = {}
+    for k, v in block.items():
+        if k not in fields_:
+            known = sorted("lambda" if n == "lam" else n for n in fields_)
+            raise DrsegInputError(f"{prefix}.{k}: unknown param (known: {known})")
+        f = fields_[k]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        name = f"{prefix}.{'lambda' if k == 'lam' else k}"
+        if isinstance(default, bool):
+            ok = isinstance(v, bool)
+        elif default is None and k == "dataset":
+            ok = v is None or isinstance(v, str)
+        elif isinstance(default, int) or (default is None and k == "input_size"):
+            ok = (v is None and default is None) or (isinstance(v, int) and not isinstance(v, bool))
+        elif isinstance(default, float):
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+            v = float(v) if ok else v
+        elif isinstance(default, str):
+            ok = isinstance(v, str)
+        elif isinstance(default, list):
+            ok = isinstance(v, list)
+        elif isinstance(default, dict):
+            ok = isinstance(v, dict) or v is None
+            v = v or {}
+        else:
+            ok = True
+        if not ok:
+            raise DrsegInputError(f"{name}: expected a {type(default).__name__ if default is not None else 'integer or null'}, got {v!r}")
+        out[k] = v
+    return out
 
 
 # --------------------------------------------------------------------------- ground truth
@@ -428,3 +580,101 @@ def channel_mask_maps(study: StudyFeatures, image_index: int, class_id: int,
         corr = dclip.class_correlation(feats, study.text, study.group, study.num_classes, keep)
         out[name] = corr[0, class_id].tolist()  # (h, w)
     return out
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` via a temp file and rename (an interrupted run leaves no partial file)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return p
+
+
+def save_prototypes(path: str | Path, ps: PrototypeSet, meta: dict[str, Any]) -> Path:
+    """Save the prototypes as a torch file (byte-identical for identical content).
+
+    Holds ``{"format": "drseg-spsd-prototypes/1", "prototypes": (K_present, N_p, C) float32,
+    "class_ids", "class_names", "patches", "pixels", "absent", "filled", "images", "grid",
+    **meta}``. Serialised to memory first: ``torch.save`` names the archive after the file, so
+    writing to a temp file would make the bytes depend on the temp name.
+    """
+    obj = {"format": "drseg-spsd-prototypes/1", "prototypes": ps.prototypes.contiguous(),
+           "class_ids": list(ps.class_ids), "patches": list(ps.patches),
+           "pixels": list(ps.pixels), "absent": list(ps.absent), "filled": list(ps.filled),
+           "images": int(ps.images), "grid": list(ps.grid), **meta}
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return write_bytes_atomic(path, buf.getvalue())
+
+
+def load_prototypes(path: str | Path) -> dict[str, Any]:
+    """Read a file written by :func:`save_prototypes`, with a clear error naming it."""
+    p = Path(path)
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except FileNotFoundError as e:
+        raise DrsegInputError(f"{p}: prototypes file not found (run the spsd stage)") from e
+    except Exception as e:  # noqa: BLE001 -- any unpickling failure is a bad file
+        raise DrsegInputError(f"{p}: not a readable prototypes file ({e})") from e
+    if not isinstance(obj, dict) or obj.get("format") != "drseg-spsd-prototypes/1":
+        raise DrsegInputError(f"{p}: not a drseg-spsd-prototypes/1 file")
+    return obj
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 hex digest of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def spearman(x: Sequence[float] | torch.Tensor, y: Sequence[float] | torch.Tensor
+             ) -> tuple[float, float]:
+    """Spearman rank correlation and its two-sided p-value (``scipy.stats.spearmanr``)."""
+    res = spearmanr(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    return float(res.statistic), float(res.pvalue)
+
+
+def map_examples(study: StudyFeatures, count: int, target_fraction: float = 0.25
+                 ) -> list[tuple[int, int]]:
+    """Pick ``count`` (image index, class id) pairs for the Fig. 2 activation maps: the first
+    images of the study, each with the present class whose area is closest to
+    ``target_fraction`` of the labelled pixels (an object class rather than the background).
+    """
+    out: list[tuple[int, int]] = []
+    i = 0
+    for masks in study.masks:
+        for m in masks:
+            if len(out) >= count:
+                return out
+            valid = m[m != IGNORE]
+            if valid.numel():
+                frac = torch.bincount(valid, minlength=study.num_classes).double() / valid.numel()
+                present = (frac > 0).nonzero().flatten()
+                k = present[(frac[present] - target_fraction).abs().argmin()]
+                out.append((i, int(k)))
+            i += 1
+    return out
+
+
+def study_mask(study: StudyFeatures, image_index: int) -> torch.Tensor:
+    """The label mask (H, W) of study image ``image_index``."""
+    offset = image_index
+    for masks in study.masks:
+        if offset < masks.shape[0]:
+            return masks[offset]
+        offset -= masks.shape[0]
+    raise DrsegInputError(f"spsd study: image index {image_index} out of range")
