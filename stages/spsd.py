@@ -21,7 +21,7 @@ log = logging.getLogger("drseg.spsd")
 
 
 def run(root: Path, clip_checkpoint: Path, out_dir: Path, summary_path: Path,
-        spsd_block: dict, progress: bool = True) -> dict:
+        spsd_block: dict, model_block: dict | None = None, progress: bool = True) -> dict:
     """Extract prototypes, score channels, write the outputs; returns the summary metrics."""
     import torch
 
@@ -30,7 +30,7 @@ def run(root: Path, clip_checkpoint: Path, out_dir: Path, summary_path: Path,
     from drseg.models import clip as dclip
     from drseg.models import spsd as mspsd
 
-    cfg = espsd.SpsdConfig.from_params(spsd_block)
+    cfg = espsd.SpsdConfig.from_params(spsd_block).resolve_backbone(model_block)
     torch.use_deterministic_algorithms(True, warn_only=True)
     root, cfg.dataset = espsd.resolve_source(root, cfg.dataset)
     dataset = open_split(root, cfg.dataset, cfg.split, cfg.class_list_variant)
@@ -98,11 +98,14 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     params = load_params()
     block = section(params, "spsd")
+    model_block = params.get("model") or {}
     from drseg import tracking
 
     with tracking.start_run("spsd", params={"spsd": {k: v for k, v in block.items()
-                                                     if k != "study"}}):
-        summary = run(args.root, args.clip_checkpoint, args.out_dir, args.summary, block)
+                                                     if k != "study"},
+                                            "model.preset": model_block.get("preset")}):
+        summary = run(args.root, args.clip_checkpoint, args.out_dir, args.summary, block,
+                      model_block)
         tracking.log_metrics(summary, prefix="spsd")
         import mlflow
 

@@ -41,7 +41,8 @@ def _thumb(image, mask, side: int = 64):
 
 
 def run(root: Path, clip_checkpoint: Path, spsd_dir: Path, reports_dir: Path, maps_path: Path,
-        figures_dir: Path, spsd_block: dict, progress: bool = True) -> dict:
+        figures_dir: Path, spsd_block: dict, model_block: dict | None = None,
+        progress: bool = True) -> dict:
     """Run the studies and write every output; returns the metrics."""
     import torch
     from torch.utils.data import Subset
@@ -52,7 +53,7 @@ def run(root: Path, clip_checkpoint: Path, spsd_dir: Path, reports_dir: Path, ma
     from drseg.models import spsd as mspsd
     from drseg.reports import spsd_figures as figs
 
-    cfg = espsd.SpsdConfig.from_params(spsd_block)
+    cfg = espsd.SpsdConfig.from_params(spsd_block).resolve_backbone(model_block)
     st = espsd.StudyConfig.from_params(cfg.study)
     torch.use_deterministic_algorithms(True, warn_only=True)
     index_path = spsd_dir / "channel_index.json"
@@ -160,12 +161,15 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     setup_logging()
     logging.getLogger("fontTools").setLevel(logging.WARNING)
-    block = section(load_params(), "spsd")
+    params = load_params()
+    block = section(params, "spsd")
+    model_block = params.get("model") or {}
     from drseg import tracking
 
-    with tracking.start_run("spsd_study", params={"spsd": block}):
+    with tracking.start_run("spsd_study", params={"spsd": block,
+                                                  "model.preset": model_block.get("preset")}):
         metrics = run(args.root, args.clip_checkpoint, args.spsd_dir, args.reports_dir,
-                      args.maps, args.figures_dir, block)
+                      args.maps, args.figures_dir, block, model_block)
         tracking.log_metrics({k: v for k, v in metrics.items()}, prefix="spsd_study")
         import mlflow
 

@@ -62,8 +62,8 @@ IGNORE = 255
 class SpsdConfig:
     """The ``spsd:`` params block (prototype extraction and the studies).
 
-    Paper profile: lambda 0.3, rho 0.5, the training split of DLRSD or iSAID, ViT-B/16 at 384
-    (``input_size: 384``) or ViT-L/14 at 336; Fig. 2 on 200 sampled images.
+    Paper profile: lambda 0.3, rho 0.5, the training split of DLRSD or iSAID, the model's CLIP
+    (ViT-B/16 at 384 or ViT-L/14 at 336, from the model preset); Fig. 2 on 200 sampled images.
     """
 
     lam: float = 0.3              # Eq. 4 lambda (params key ``lambda``)
@@ -73,8 +73,8 @@ class SpsdConfig:
     dataset: str | None = None    # training dataset; None = the suite's first source
     split: str = "train"
     class_list_variant: str = "rskt-v1"
-    clip_model: str = "drseg-tiny-clip"  # open_clip config name (= the model's backbone)
-    input_size: int | None = None  # square CLIP input; None = images at their own size
+    clip_model: str | None = None  # open_clip config; None = the model preset's backbone
+    input_size: int | None = None  # square CLIP input; None = the model's image_size
     purity: float = 0.75          # patch label = class covering >= purity of the patch
     batch_size: int = 16
     num_workers: int = 0
@@ -103,6 +103,21 @@ class SpsdConfig:
         if cfg.device not in ("cpu", "cuda", "auto"):
             raise DrsegInputError(f"spsd.device: expected cpu, cuda or auto, got {cfg.device!r}")
         return cfg
+
+    def resolve_backbone(self, model_block: dict[str, Any] | None) -> "SpsdConfig":
+        """Fill ``clip_model`` / ``input_size`` left at None from the model config (the
+        ``model:`` params block: ``preset`` and any ``clip_model`` / ``image_size`` override),
+        so that SPSD scores the channels of the CLIP the model uses, at the input size the
+        model feeds it (the model resizes every image to ``image_size``)."""
+        if self.clip_model is None or self.input_size is None:
+            from drseg.models.drseg import make_config
+
+            block = dict(model_block or {})
+            mcfg = make_config(block.get("preset", "tiny"),
+                               {k: block[k] for k in ("clip_model", "image_size") if k in block})
+            self.clip_model = self.clip_model or mcfg.clip_model
+            self.input_size = self.input_size or mcfg.image_size
+        return self
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":
@@ -176,7 +191,7 @@ def _typed(cls: type, block: dict[str, Any], prefix: str) -> dict[str, Any]:
         name = f"{prefix}.{'lambda' if k == 'lam' else k}"
         if isinstance(default, bool):
             ok = isinstance(v, bool)
-        elif default is None and k == "dataset":
+        elif default is None and k in ("dataset", "clip_model"):
             ok = v is None or isinstance(v, str)
         elif isinstance(default, int) or (default is None and k == "input_size"):
             ok = (v is None and default is None) or (isinstance(v, int) and not isinstance(v, bool))
