@@ -132,11 +132,14 @@ _TINY_PRIOR = {"patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2}
 
 #: Named presets: keyword arguments of :class:`ModelConfig`.
 PRESETS: dict[str, dict[str, Any]] = {
-    # CPU-sized. Its prior is a seeded random-init timm ViT (NOT a DINO), a structural
-    # stand-in so every switch runs; the CLIP comes from data/clip/drseg-tiny-clip.pt.
+    # CPU-sized: 64 px input, 8x8 CLIP grid (N = 64 graph nodes; k = 8 keeps the paper's
+    # k/N = 75/576 ratio). The CLIP comes from data/clip/drseg-tiny-clip.pt (pretrain stage).
+    # The prior is a seeded random-init timm ViT of the DINOv3 family (RoPE, register tokens,
+    # LayerScale), shrunk: a structural stand-in, NOT a trained DINO. For a DINOv1-style
+    # stand-in set prior: vit_base_patch8_224 (same prior_kwargs).
     "tiny": dict(
         clip_model="drseg-tiny-clip", image_size=64, guidance_layers=(1, 2),
-        prior="vit_tiny_patch16_224", prior_kwargs=dict(_TINY_PRIOR), k=16, edge_hidden=16,
+        prior="vit_small_patch16_dinov3", prior_kwargs=dict(_TINY_PRIOR), k=8, edge_hidden=16,
         hidden_dim=32, appearance_dim=16, text_guidance_dim=16, aggregator_layers=1,
         swin_window=4, heads=2, guidance_up_dims=(32, 16), decoder_dims=(16, 8),
         decoder_guidance_dims=(8, 4)),
