@@ -185,3 +185,17 @@ def test_sample_indices():
     a = espsd.sample_indices(100, 10, 3)
     assert a == espsd.sample_indices(100, 10, 3) and len(set(a)) == 10 and a == sorted(a)
     assert a != espsd.sample_indices(100, 10, 4)
+
+
+def test_masking_downdate_equals_direct_subsets():
+    g = torch.Generator().manual_seed(7)
+    feats = torch.randn(4, 6, 5, 5, generator=g)  # (B, C, h, w)
+    masks = torch.randint(0, 3, (4, 10, 10), generator=g)
+    masks[0, :2] = 255
+    text = torch.randn(4, 6, generator=g)  # 4 entries: class 2 has two synonyms
+    st = espsd.StudyFeatures([feats[:3], feats[3:]], [masks[:3], masks[3:]], text,
+                             torch.tensor([0, 1, 2, 2]), 3, list("abcd"))
+    full, drops = espsd.masking_study(st, progress=False)
+    for c in range(6):
+        keep = [j for j in range(6) if j != c]
+        assert drops[c].item() == pytest.approx(full - espsd.zero_shot_miou(st, keep), abs=1e-9)

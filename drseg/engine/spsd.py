@@ -548,7 +548,10 @@ def masking_study(study: StudyFeatures, progress: bool = True) -> tuple[float, t
     """Fig. 2: mIoU drop when one channel (visual and text dimension) is masked.
 
     Masking channel c = removing it from both sides before the cosine, i.e. the correlation over
-    the other C - 1 channels.
+    the other C - 1 channels. Computed by downdating the full dot products and norms (float64):
+    cos_{-c} = (f.t - f_c t_c) / sqrt((|f|^2 - f_c^2)(|t|^2 - t_c^2)), so each channel costs
+    O(B T h w) instead of O(B T h w C); :func:`zero_shot_miou` with the C - 1 other channels
+    is the direct (slower) computation of the same thing.
 
     Args:
         study: features computed once (never recomputed per channel).
@@ -558,12 +561,28 @@ def masking_study(study: StudyFeatures, progress: bool = True) -> tuple[float, t
         (full mIoU, (C,) float64 drops = full mIoU - mIoU without channel c; positive = the
         channel helps).
     """
-    C = study.channels
+    C, K = study.channels, study.num_classes
     full = zero_shot_miou(study)
+    t = study.text.double()  # (T, C)
+    t_sq = (t * t).sum(dim=1)  # (T,)
+    cached = []
+    for feats in study.features:
+        f = feats.double()  # (B, C, h, w)
+        cached.append((f, torch.einsum("bchw,tc->bthw", f, t), (f * f).sum(dim=1)))
     drops = torch.empty(C, dtype=torch.float64)
-    everything = torch.arange(C)
     for c in tqdm(range(C), desc="spsd masking", disable=not progress):
-        drops[c] = full - zero_shot_miou(study, everything[everything != c])
+        conf = torch.zeros(K, K, dtype=torch.long)
+        for (f, dot, f_sq), masks in zip(cached, study.masks):
+            fc = f[:, c]  # (B, h, w)
+            num = dot - fc[:, None] * t[:, c].view(1, -1, 1, 1)  # (B, T, h, w)
+            f_norm = (f_sq - fc * fc).clamp_min(0).sqrt().clamp_min(1e-12)  # (B, h, w)
+            t_norm = (t_sq - t[:, c] ** 2).clamp_min(0).sqrt().clamp_min(1e-12)  # (T,)
+            corr = num / (f_norm[:, None] * t_norm.view(1, -1, 1, 1))  # (B, T, h, w)
+            scores = dclip.reduce_synonyms(corr.float(), study.group, K)  # (B, K, h, w)
+            scores = F.interpolate(scores, size=masks.shape[-2:], mode="bilinear",
+                                   align_corners=False)
+            conf += confusion_matrix(scores.argmax(dim=1), masks, K)
+        drops[c] = full - float(summarize(conf)["mIoU"])
     return full, drops
 
 
