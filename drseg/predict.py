@@ -182,8 +182,10 @@ CHECKPOINT_KEYS = ("checkpoint", "model_checkpoint", "checkpoint_path", "train.c
 def resolve_checkpoint(ref: str | Path, tracking_uri: str | None = None) -> Path:
     """A checkpoint path from a path or an MLflow run id (``<32 hex>`` or ``runs:/<id>``).
 
-    A run is searched for a tag or param named one of ``CHECKPOINT_KEYS`` (the train stage
-    logs the path of ``model_final.pt``), then for a ``.pt`` artifact.
+    A run is searched for a tag or param named one of ``CHECKPOINT_KEYS`` (``stages/train.py``
+    tags ``checkpoint`` with the path of ``model_final.pt`` and ``checkpoint_sha256`` with its
+    hash, which must still match), then for a ``.pt`` artifact. A relative path is taken
+    from the project root.
 
     Raises:
         DrsegInputError: neither an existing file nor a known run with a checkpoint.
@@ -212,6 +214,7 @@ def resolve_checkpoint(ref: str | Path, tracking_uri: str | None = None) -> Path
             if not cand.is_absolute():
                 cand = tracking.project_root() / cand
             if cand.is_file():
+                _check_sha(cand, data.get("checkpoint_sha256"), run_id)
                 return cand
             raise DrsegInputError(f"--checkpoint {ref}: run logs checkpoint {cand}, which does "
                                   f"not exist (moved, or not pulled with dvc?)")
@@ -223,6 +226,21 @@ def resolve_checkpoint(ref: str | Path, tracking_uri: str | None = None) -> Path
         return Path(client.download_artifacts(run_id, sorted(arts)[-1]))
     raise DrsegInputError(f"--checkpoint {ref}: run {run_id} logs no checkpoint "
                           f"(tags/params {list(CHECKPOINT_KEYS)} or a .pt artifact)")
+
+
+def _check_sha(path: Path, expected: str | None, run_id: str) -> None:
+    """The file a run logged must still be the one it wrote (the train stage logs
+    ``checkpoint_sha256``); a retrained file at the same path is another model."""
+    if not expected:
+        return
+    import hashlib
+
+    with open(path, "rb") as f:
+        got = hashlib.file_digest(f, "sha256").hexdigest()
+    if got != expected:
+        raise DrsegInputError(f"--checkpoint {run_id}: {path} changed since that run wrote it "
+                              f"(sha256 {got[:12]}... != logged {expected[:12]}...); pass the "
+                              f"file itself to use it anyway")
 
 
 @dataclass

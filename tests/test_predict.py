@@ -184,6 +184,21 @@ def test_geotiff_prediction_keeps_georeference_and_writes_outputs(tmp_path):
     assert ov.format == "PNG" and ov.mode in ("RGBA", "RGB") and ov.size[0] > 512  # + legend
 
 
+def test_geotiff_strips_write_the_same_file_content(tmp_path):
+    img, ids = blocks_image(300, 600, seed=8)
+    src = write_geotiff(tmp_path / "wide.tif", img)
+    pred = predictor(32, context=0.3)
+    one = P.predict_file(pred, src, VOCAB, tmp_path / "one", scores=True,
+                         tiles=P.TileSettings(32, 20, batch_size=16))
+    many = P.predict_file(pred, src, VOCAB, tmp_path / "many", scores=True,
+                          tiles=P.TileSettings(32, 20, batch_size=16, max_strip_width=256))
+    assert many["windows"] > one["windows"]
+    for key in ("mask", "scores"):
+        with rasterio.open(one["outputs"][key]) as a, rasterio.open(many["outputs"][key]) as b:
+            np.testing.assert_array_equal(a.read(), b.read())
+            assert b.transform == GEO
+
+
 def test_png_outputs_and_byte_identical_reruns(tmp_path):
     img, ids = blocks_image(90, 120, seed=6)
     Image.fromarray(img.transpose(1, 2, 0)).save(tmp_path / "photo.png")
@@ -363,6 +378,16 @@ def test_checkpoint_from_mlflow_run_id(tmp_path, monkeypatch):
         P.resolve_checkpoint(without)
     with pytest.raises(DrsegInputError, match="no MLflow run with this id"):
         P.resolve_checkpoint("0" * 32)
+    import hashlib
+
+    sha = hashlib.sha256(b"weights").hexdigest()
+    with tracking.start_run("train", "full", root=tmp_path,
+                            tags={"checkpoint": str(ck), "checkpoint_sha256": sha}) as run:
+        hashed = run.info.run_id
+    assert P.resolve_checkpoint(hashed) == ck
+    ck.write_bytes(b"retrained weights")
+    with pytest.raises(DrsegInputError, match="changed since that run wrote it"):
+        P.resolve_checkpoint(hashed)
     ck.unlink()
     with pytest.raises(DrsegInputError, match="which does not exist"):
         P.resolve_checkpoint(with_ckpt)
