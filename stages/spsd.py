@@ -40,7 +40,8 @@ def run(root: Path, clip_checkpoint: Path, out_dir: Path, summary_path: Path,
     log.info("prototypes: %s/%s (%d images, %d classes), %s", cfg.dataset, cfg.split,
              len(dataset), dataset.num_classes, cfg.clip_model)
     ps = espsd.extract_prototypes(model, dataset, dataset.num_classes, cfg.num_prototypes,
-                                  cfg.seed, input_size=cfg.input_size, purity=cfg.purity,
+                                  cfg.seed, input_size=cfg.input_size, view=cfg.view,
+                                  purity=cfg.purity,
                                   batch_size=cfg.batch_size, num_workers=cfg.num_workers,
                                   device=cfg.torch_device(), progress=progress)
     names = dataset.classes
@@ -53,7 +54,8 @@ def run(root: Path, clip_checkpoint: Path, out_dir: Path, summary_path: Path,
     scores = mspsd.channel_scores(ps.prototypes, cfg.lam, cfg.eps)  # Eq. 1-4
     meta = {"backbone": cfg.clip_model, "clip_checkpoint_sha256": sha, "dataset": cfg.dataset,
             "split": cfg.split, "class_list_variant": cfg.class_list_variant,
-            "input_size": cfg.input_size, "purity": cfg.purity, "seed": cfg.seed}
+            "input_size": cfg.input_size, "view": cfg.view, "purity": cfg.purity,
+            "seed": cfg.seed}
     out_dir.mkdir(parents=True, exist_ok=True)
     espsd.save_prototypes(out_dir / "prototypes.pt", ps,
                           {**meta, "class_names": [names[k] for k in ps.class_ids]})

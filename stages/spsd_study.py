@@ -75,14 +75,15 @@ def run(root: Path, clip_checkpoint: Path, spsd_dir: Path, reports_dir: Path, ma
 
     # Fig. 6 on the whole split, Fig. 2 on a seeded sample: features computed once each
     full_set = espsd.compute_study_features(model, tok, dataset, dataset.classes,
-                                            cfg.input_size, cfg.batch_size, cfg.num_workers,
-                                            device, progress, desc="spsd features (split)")
+                                            cfg.input_size, cfg.view, cfg.batch_size,
+                                            cfg.num_workers, device, progress,
+                                            desc="spsd features (split)")
     sample = espsd.sample_indices(len(dataset), st.masking_images, st.seed)
     if len(sample) == len(dataset):
         masked_set = full_set
     else:
         masked_set = espsd.compute_study_features(model, tok, Subset(dataset, sample),
-                                                  dataset.classes, cfg.input_size,
+                                                  dataset.classes, cfg.input_size, cfg.view,
                                                   cfg.batch_size, cfg.num_workers, device,
                                                   progress, desc="spsd features (sample)")
     retention = espsd.retention_study(full_set, index["order"], st.ratios, st.random_draws,

@@ -58,7 +58,7 @@ def _class_features(model, ds, k, purity=0.75):
     rows = []
     for i in range(len(ds)):
         s = ds[i]
-        f = espsd._dense_unit(model, s["image"][None], None)  # (1, C, h, w)
+        f = F.normalize(espsd.clip_view(model, s["image"][None], None), dim=1)  # (1, C, h, w)
         lab = espsd.patch_labels(s["mask"][None], tuple(f.shape[-2:]), 4, purity)
         rows.append(f.permute(0, 2, 3, 1)[lab == k])  # (n, C)
     return torch.cat(rows)
@@ -199,3 +199,17 @@ def test_masking_downdate_equals_direct_subsets():
     for c in range(6):
         keep = [j for j in range(6) if j != c]
         assert drops[c].item() == pytest.approx(full - espsd.zero_shot_miou(st, keep), abs=1e-9)
+
+
+def test_clip_view_tiles_are_separate_native_crops(tiny_clip):
+    model, _ = tiny_clip
+    x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0)) * 255
+    f = espsd.clip_view(model, x, 64, "tiles")
+    assert f.shape == (2, model.visual.output_dim, 16, 16)
+    crop = x[:, :, 64:, :64]  # bottom-left tile
+    want = dclip.dense_features(model, dclip.normalize_images(crop))  # (2, C, 8, 8)
+    assert_close(f[:, :, 8:, :8], want, rtol=1e-4, atol=1e-5)
+    g = espsd.clip_view(model, x, 64, "resize")
+    assert g.shape == (2, model.visual.output_dim, 8, 8)
+    with pytest.raises(DrsegInputError, match="spsd.view"):
+        espsd.clip_view(model, x, 64, "bogus")

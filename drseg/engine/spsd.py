@@ -8,8 +8,9 @@ Prototypes (section 3.2, "for each class k we collect normalized pixel features 
 corresponding ground-truth regions and sample N_p prototypes"):
 
 - pixel features: the dense CLIP map of :func:`drseg.models.clip.dense_features` (value-only last
-  block, the channels SPSD scores and slices), L2-normalised over channels, at the feature grid
-  (h, w) = input size / patch;
+  block, the channels SPSD scores and slices), L2-normalised over channels, one per feature-grid
+  cell; the CLIP sees the images as the model does (:func:`clip_view`: native-resolution tiles of
+  the model's input size, as the training crops, or the whole image resized to it);
 - ground truth to the grid: the one-hot mask is area-downsampled to (h, w)
   (``adaptive_avg_pool2d``: the fraction of each patch covered by each class, ignore pixels
   counting for no class); a patch takes the label k when k covers at least ``purity`` (> 0.5,
@@ -53,6 +54,7 @@ from drseg.errors import DrsegInputError
 from drseg.models import clip as dclip
 
 IGNORE = 255
+VIEWS = ("tiles", "resize")
 
 
 # --------------------------------------------------------------------------- settings
@@ -75,6 +77,8 @@ class SpsdConfig:
     class_list_variant: str = "rskt-v1"
     clip_model: str | None = None  # open_clip config; None = the model preset's backbone
     input_size: int | None = None  # square CLIP input; None = the model's image_size
+    view: str = "tiles"           # tiles (native-resolution input_size tiles, as the training
+                                  # crops) | resize (whole image resized, as model.forward)
     purity: float = 0.75          # patch label = class covering >= purity of the patch
     batch_size: int = 16
     num_workers: int = 0
@@ -100,6 +104,8 @@ class SpsdConfig:
             raise DrsegInputError(f"spsd.input_size: must be >= 1 or null, got {cfg.input_size}")
         if not 0.5 < cfg.purity <= 1:
             raise DrsegInputError(f"spsd.purity: must be in (0.5, 1], got {cfg.purity}")
+        if cfg.view not in VIEWS:
+            raise DrsegInputError(f"spsd.view: expected one of {VIEWS}, got {cfg.view!r}")
         if cfg.device not in ("cpu", "cuda", "auto"):
             raise DrsegInputError(f"spsd.device: expected cpu, cuda or auto, got {cfg.device!r}")
         return cfg
@@ -296,20 +302,49 @@ def _iter_batches(dataset: Dataset, batch_size: int, num_workers: int):
             yield batch["image"], batch["mask"]
 
 
-def _dense_unit(clip_model: nn.Module, images: torch.Tensor, input_size: int | None
-                ) -> torch.Tensor:
-    """L2-normalised dense CLIP features (B, C, h, w) of 0..255 images."""
+def clip_view(clip_model: nn.Module, images: torch.Tensor, input_size: int | None,
+              view: str = "resize") -> torch.Tensor:
+    """Dense CLIP features (B, C, h, w) of 0..255 images, as the model would see them.
+
+    Args:
+        clip_model: open_clip CLIP.
+        images: (B, 3, H, W) float 0..255.
+        input_size: the CLIP input side S; ``None`` = the images as given.
+        view: ``"resize"``: the whole image resized (bilinear) to S x S, as ``model.forward``
+            does; ``"tiles"``: the image cut into non-overlapping S x S tiles at its own
+            resolution (first resized up to the next multiple of S when it is not one), each a
+            separate CLIP input, the tiles' grids put back together -- the view of the training
+            crops, with no position-embedding interpolation.
+
+    Returns:
+        (B, C, h, w) features, not normalised; h = (S / patch) x tiles per column.
+    """
     x = images.float()
-    if input_size is not None and tuple(x.shape[-2:]) != (input_size, input_size):
-        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False)
-    feats = dclip.dense_features(clip_model, dclip.normalize_images(x))  # (B, C, h, w)
-    return F.normalize(feats.float(), dim=1)
+    if input_size is None:
+        return dclip.dense_features(clip_model, dclip.normalize_images(x))
+    S = int(input_size)
+    if view == "resize":
+        if tuple(x.shape[-2:]) != (S, S):
+            x = F.interpolate(x, size=(S, S), mode="bilinear", align_corners=False)
+        return dclip.dense_features(clip_model, dclip.normalize_images(x))
+    if view != "tiles":
+        raise DrsegInputError(f"spsd.view: expected one of {VIEWS}, got {view!r}")
+    B, _, H, W = x.shape
+    nh, nw = max(1, math.ceil(H / S - 1e-9)), max(1, math.ceil(W / S - 1e-9))
+    if (H, W) != (nh * S, nw * S):
+        x = F.interpolate(x, size=(nh * S, nw * S), mode="bilinear", align_corners=False)
+    tiles = x.reshape(B, 3, nh, S, nw, S).permute(0, 2, 4, 1, 3, 5)  # (B, nh, nw, 3, S, S)
+    tiles = tiles.reshape(B * nh * nw, 3, S, S)
+    f = dclip.dense_features(clip_model, dclip.normalize_images(tiles))  # (B*nh*nw, C, g, g)
+    C, g1, g2 = f.shape[1:]
+    f = f.reshape(B, nh, nw, C, g1, g2).permute(0, 3, 1, 4, 2, 5)  # (B, C, nh, g1, nw, g2)
+    return f.reshape(B, C, nh * g1, nw * g2)
 
 
 @torch.no_grad()
 def extract_prototypes(clip_model: nn.Module, dataset: Dataset, num_classes: int,
                        num_prototypes: int, seed: int, input_size: int | None = None,
-                       purity: float = 0.75, batch_size: int = 16, num_workers: int = 0,
+                       view: str = "resize", purity: float = 0.75, batch_size: int = 16, num_workers: int = 0,
                        device: str | torch.device = "cpu", progress: bool = True
                        ) -> PrototypeSet:
     """Stream the training split through the frozen CLIP and sample N_p prototypes per class.
@@ -320,7 +355,8 @@ def extract_prototypes(clip_model: nn.Module, dataset: Dataset, num_classes: int
         num_classes: K, size of the dataset's vocabulary.
         num_prototypes: N_p.
         seed: seed of the sampling generator.
-        input_size: CLIP input size (square resize, bilinear); ``None`` = as given.
+        input_size: CLIP input size; ``None`` = as given.
+        view: ``"resize"`` or ``"tiles"`` (see :func:`clip_view`).
         purity: see :func:`patch_labels`.
         batch_size: images per forward.
         num_workers: DataLoader workers (order is kept, so the result does not depend on it).
@@ -344,7 +380,8 @@ def extract_prototypes(clip_model: nn.Module, dataset: Dataset, num_classes: int
     n_images = 0
     bar = tqdm(total=len(dataset), desc="spsd prototypes", unit="img", disable=not progress)
     for images, masks in _iter_batches(dataset, batch_size, num_workers):
-        feats = _dense_unit(clip_model, images.to(device), input_size).cpu()  # (B, C, h, w)
+        feats = clip_view(clip_model, images.to(device), input_size, view)  # (B, C, h, w)
+        feats = F.normalize(feats.float(), dim=1).cpu()  # unit pixel features
         grid = tuple(feats.shape[-2:])
         labels = patch_labels(masks, grid, num_classes, purity)  # (B, h, w)
         valid_m = masks[masks != IGNORE]
@@ -425,6 +462,7 @@ def sample_indices(n: int, k: int, seed: int) -> list[int]:
 @torch.no_grad()
 def compute_study_features(clip_model: nn.Module, tokenizer, dataset: Dataset,
                            vocab: Sequence[str], input_size: int | None = None,
+                           view: str = "resize",
                            batch_size: int = 16, num_workers: int = 0,
                            device: str | torch.device = "cpu", progress: bool = True,
                            desc: str = "spsd features") -> StudyFeatures:
@@ -434,7 +472,8 @@ def compute_study_features(clip_model: nn.Module, tokenizer, dataset: Dataset,
         clip_model: open_clip CLIP; tokenizer: its tokenizer.
         dataset: yields ``image`` (3, H, W) 0..255, ``mask`` (H, W), ``path``.
         vocab: the dataset's class names in mask-id order (comma synonyms allowed).
-        input_size: CLIP input size (square bilinear resize), ``None`` = as given.
+        input_size: CLIP input size, ``None`` = as given.
+        view: ``"resize"`` or ``"tiles"`` (see :func:`clip_view`).
         batch_size, num_workers, device, progress, desc: loader / run settings.
 
     Returns:
@@ -453,11 +492,7 @@ def compute_study_features(clip_model: nn.Module, tokenizer, dataset: Dataset,
                    for s in batch["list"]] if "list" in batch
                   else [(batch["image"], batch["mask"], batch["path"])])
         for images, m, p in groups:
-            x = images.float().to(device)
-            if input_size is not None and tuple(x.shape[-2:]) != (input_size, input_size):
-                x = F.interpolate(x, size=(input_size, input_size), mode="bilinear",
-                                  align_corners=False)
-            feats.append(dclip.dense_features(clip_model, dclip.normalize_images(x)).float().cpu())
+            feats.append(clip_view(clip_model, images.to(device), input_size, view).float().cpu())
             masks.append(m.long())
             paths.extend(p)
             bar.update(images.shape[0])
