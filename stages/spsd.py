@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_params, section, setup_logging  # noqa: E402  (puts the root on sys.path)
+from _common import clip_checkpoint, load_params, section, setup_logging  # noqa: E402  (puts the root on sys.path)
 
 log = logging.getLogger("drseg.spsd")
 
@@ -93,7 +93,7 @@ def run(root: Path, clip_checkpoint: Path, out_dir: Path, summary_path: Path,
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", type=Path, help="dataset archive root (data/synth)")
-    ap.add_argument("clip_checkpoint", type=Path, help="frozen CLIP weights")
+    ap.add_argument("clip_checkpoint", type=Path, help="frozen CLIP weights (model.clip_checkpoint wins when set)")
     ap.add_argument("out_dir", type=Path, help="output folder (data/spsd)")
     ap.add_argument("summary", type=Path, help="metrics json (reports/spsd/summary.json)")
     args = ap.parse_args(argv)
@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     with tracking.start_run("spsd", params={"spsd": {k: v for k, v in block.items()
                                                      if k != "study"},
                                             "model.preset": model_block.get("preset")}):
-        summary = run(args.root, args.clip_checkpoint, args.out_dir, args.summary, block,
-                      model_block)
+        ckpt = Path(clip_checkpoint(params, args.clip_checkpoint))
+        summary = run(args.root, ckpt, args.out_dir, args.summary, block, model_block)
         tracking.log_metrics(summary, prefix="spsd")
         import mlflow
 

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_params, section, setup_logging  # noqa: E402  (puts the root on sys.path)
+from _common import clip_checkpoint, load_params, section, setup_logging  # noqa: E402  (puts the root on sys.path)
 
 log = logging.getLogger("drseg.spsd_study")
 
@@ -154,7 +154,7 @@ def run(root: Path, clip_checkpoint: Path, spsd_dir: Path, reports_dir: Path, ma
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", type=Path, help="dataset archive root (data/synth)")
-    ap.add_argument("clip_checkpoint", type=Path, help="frozen CLIP weights")
+    ap.add_argument("clip_checkpoint", type=Path, help="frozen CLIP weights (model.clip_checkpoint wins when set)")
     ap.add_argument("spsd_dir", type=Path, help="output folder of the spsd stage (data/spsd)")
     ap.add_argument("reports_dir", type=Path, help="metrics / plots folder (reports/spsd)")
     ap.add_argument("maps", type=Path, help="activation maps json (data/spsd_study/...)")
@@ -169,8 +169,9 @@ def main(argv: list[str] | None = None) -> None:
 
     with tracking.start_run("spsd_study", params={"spsd": block,
                                                   "model.preset": model_block.get("preset")}):
-        metrics = run(args.root, args.clip_checkpoint, args.spsd_dir, args.reports_dir,
-                      args.maps, args.figures_dir, block, model_block)
+        ckpt = Path(clip_checkpoint(params, args.clip_checkpoint))
+        metrics = run(args.root, ckpt, args.spsd_dir, args.reports_dir, args.maps,
+                      args.figures_dir, block, model_block)
         tracking.log_metrics({k: v for k, v in metrics.items()}, prefix="spsd_study")
         import mlflow
 
