@@ -214,7 +214,8 @@ def _typed(cls: type, block: dict[str, Any], prefix: str) -> dict[str, Any]:
         else:
             ok = True
         if not ok:
-            raise DrsegInputError(f"{name}: expected a {type(default).__name__ if default is not None else 'integer or null'}, got {v!r}")
+            want = type(default).__name__ if default is not None else "value or null"
+            raise DrsegInputError(f"{name}: expected a {want}, got {v!r}")
         out[k] = v
     return out
 
