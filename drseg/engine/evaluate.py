@@ -296,7 +296,8 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 
 def evaluate_suite(model: torch.nn.Module, items: Sequence[EvalItem], cfg: EvalConfig, out_dir: str | Path,
-                   *, variant: str, dist_info: DistInfo | None = None, progress: bool = True) -> dict:
+                   *, variant: str, dist_info: DistInfo | None = None, progress: bool = True,
+                   extra: Mapping[str, Any] | None = None) -> dict:
     """Evaluate every item in one process (the vocabulary switches per dataset) and write
     ``<out_dir>/<item.name>.json`` per item and ``<out_dir>/summary.json``.
 
@@ -304,8 +305,19 @@ def evaluate_suite(model: torch.nn.Module, items: Sequence[EvalItem], cfg: EvalC
     ``in_suite_mean`` (every dataset's "all" set, the source's included, as in the paper);
     the source val split goes under ``source_val``.
 
+    Args:
+        model: the model in eval mode on the device.
+        items: datasets (and splits) to score.
+        cfg: evaluation params.
+        out_dir: metrics folder.
+        variant: variant name written in the summary.
+        dist_info: process placement.
+        progress: tqdm bars.
+        extra: more summary fields (e.g. ``train_dataset``).
+
     Returns:
-        The summary dict (also written, on the main process only).
+        The summary dict (also written, on the main process only), with an unwritten
+        ``_speed`` entry holding each item's images/s.
     """
     info = dist_info or DistInfo()
     out_dir = Path(out_dir)
@@ -330,7 +342,7 @@ def evaluate_suite(model: torch.nn.Module, items: Sequence[EvalItem], cfg: EvalC
         speed[item.name] = stats
     summary = {"variant": variant, "mode": cfg.mode,
                "class_list_variant": variants[0] if len(variants) == 1 else variants,
-               "datasets": per, **mean_over_datasets(per), "source_val": source_val}
+               **dict(extra or {}), "datasets": per, **mean_over_datasets(per), "source_val": source_val}
     if info.is_main:
         write_json(out_dir / "summary.json", summary)
     summary["_speed"] = speed  # not written: timings are not reproducible

@@ -378,7 +378,7 @@ def train(
             masks = batch["mask"].to(device, non_blocking=True)
             if device.type == "cuda" and cfg.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            lr = optimizer.param_groups[0]["lr"]
+            lr = max(g["lr"] for g in optimizer.param_groups)  # the base rate (CLIP runs lower)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 logits = net(images, list(vocab))
             loss = core.loss(logits.float(), masks)
