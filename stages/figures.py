@@ -169,7 +169,7 @@ def make_figures(*, data: str | Path, runs: str, out: str | Path, opts: dict) ->
     (out / "fig7_correlation.txt").write_text(
         f"Fig. 7-style class-wise correlation maps of variant '{cv}' on {dataset}[{idx[int(opts['correlation_sample'])]}]"
         f" ({tag}): original CLIP branch C_ori (Eq. 10, mean over rotations) above the refined "
-        f"branch C_ref (Eq. 11); each class column shares one colour scale.\n")
+        f"branch C_ref (Eq. 11); each map min-max normalised on its own.\n")
     written += [out / "arrays.npz", out / "fig5_qualitative.txt", out / "fig7_correlation.txt"]
     return written
 

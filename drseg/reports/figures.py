@@ -78,8 +78,9 @@ def plot_training_curves(curves: Mapping[str, tuple[Sequence[int], Sequence[floa
         if smooth > 1 and len(y) >= smooth:
             y = np.convolve(y, np.ones(smooth) / smooth, mode="valid")  # (n - smooth + 1,)
             x = x[smooth - 1:]
-        ax.plot(x, y, label=name, color=cmap(i % 20),
-                lw=2.4 if name == highlight else 1.0, zorder=3 if name == highlight else 2)
+        hl = name == highlight
+        ax.plot(x, y, label=name, color="black" if hl else cmap(i % 20),
+                lw=2.2 if hl else 1.0, ls="--" if hl else "-", zorder=3 if hl else 2)
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.set_title(title)
@@ -240,8 +241,8 @@ def plot_correlation_maps(image: np.ndarray, original: np.ndarray, refined: np.n
     """Fig. 7-style class-wise correlation maps: the original CLIP branch (Eq. 10) above the
     refined branch (Eq. 11), one column per class, beside the image.
 
-    Each map is min-max normalised over the two branches of its class together, so the two rows
-    of a column share one colour scale and their contrast can be compared.
+    Each map is min-max normalised on its own (the two branches have different value ranges),
+    so the figure compares where each branch responds, not how strongly.
 
     Args:
         image: ``(H, W, 3)`` or ``(3, H, W)``.
@@ -265,10 +266,9 @@ def plot_correlation_maps(image: np.ndarray, original: np.ndarray, refined: np.n
     axes[0, 0].set_ylabel("original (CLIP)", fontsize=8)
     axes[1, 0].set_ylabel("refined", fontsize=8)
     for c, k in enumerate(ids, start=1):
-        lo = min(ori[k].min(), ref[k].min())
-        hi = max(ori[k].max(), ref[k].max())
-        span = hi - lo if math.isfinite(hi - lo) and hi > lo else 1.0
         for r, m in enumerate((ori[k], ref[k])):
+            lo, hi = float(m.min()), float(m.max())
+            span = hi - lo if math.isfinite(hi - lo) and hi > lo else 1.0
             axes[r, c].imshow((m - lo) / span, cmap="jet", vmin=0, vmax=1,
                               extent=(0, img.shape[1], img.shape[0], 0), interpolation="bilinear")
         axes[0, c].set_title(class_names[k], fontsize=8)

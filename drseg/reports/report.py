@@ -154,7 +154,8 @@ def options_from_params(params: Mapping[str, Any]) -> ReportOptions:
     if not (abl == "targets" or (isinstance(abl, list) and abl)):
         raise DrsegInputError("params.yaml: report.ablation_datasets must be 'targets' or a "
                               f"non-empty list, got {abl!r}")
-    shown = {k: params[k] for k in ("spsd", "model", "train", "evaluate", "report") if k in params}
+    shown = {k: params[k] for k in ("prepare", "spsd", "model", "variants", "train", "evaluate",
+                                    "report") if k in params}
     return ReportOptions(
         tables=tables, provenance=str(rep.get("provenance", "synthetic")),
         decimals=rep.get("decimals", 2), datasets=datasets,
@@ -260,10 +261,14 @@ def make_report(results: Mapping[str, T.VariantResult], opts: ReportOptions, *,
         v = opts.figure_variant
         per = F.read_class_iou(metrics_dir, v, T.dataset_order(results, opts.datasets))
         written["figures"].append(F.write_class_iou_csv(per, Path(plots_dir) / "class_iou.csv"))
+    shown = {Path(p).resolve() for p in written["figures"]}
     for extra in extra_figures_dirs:
         if not Path(extra).is_dir():
             raise DrsegInputError(f"{extra}: figures folder not found")
         for png in sorted(Path(extra).rglob("*.png")):
+            if png.resolve() in shown:  # already on the page
+                continue
+            shown.add(png.resolve())
             pdf = png.with_suffix(".pdf")
             cap = png.with_suffix(".txt")
             entries.append(H.FigureEntry(
