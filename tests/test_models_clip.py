@@ -141,3 +141,10 @@ def test_split_qkv_keeps_numerics_and_trains_only_q_v():
     with torch.no_grad():
         torch.testing.assert_close(C.dense_features(model, x), ref_img)
         torch.testing.assert_close(model.encode_text(tok(["a road"])), ref_txt)
+
+
+def test_class_text_embeddings_mean_of_synonyms():
+    emb = F.normalize(torch.randn(3, 4), dim=-1)
+    out = C.class_text_embeddings(emb, torch.tensor([0, 1, 1]), 2)
+    torch.testing.assert_close(out[0], emb[0])
+    torch.testing.assert_close(out[1], F.normalize(emb[1] + emb[2], dim=0))

@@ -82,7 +82,7 @@ def step_benchmark(preset: str, overrides: Optional[dict] = None, batch: int = 8
            "device_name": (torch.cuda.get_device_name(dev) if dev.type == "cuda"
                            else platform.processor() or platform.machine()),
            "torch": torch.__version__, "step_s_median": times[len(times) // 2],
-           "step_s_min": times[0], "loss": float(loss), "logits_shape": list(logits.shape),
+           "step_s_min": times[0], "loss": float(loss.detach()), "logits_shape": list(logits.shape),
            "params": model.parameter_counts(), "note": "random weights and inputs"}
     if dev.type == "cuda":
         out["peak_mem_gib"] = torch.cuda.max_memory_allocated(dev) / 2 ** 30

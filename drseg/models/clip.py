@@ -359,9 +359,8 @@ def class_text_embeddings(text_emb: torch.Tensor, group: torch.Tensor,
     Returns:
         (K, C) unit-norm.
     """
-    out = text_emb.new_zeros(num_classes, text_emb.shape[1])
-    out = out.index_add(0, group, text_emb)
-    return F.normalize(out, dim=-1)
+    onehot = F.one_hot(group, num_classes).T.to(text_emb.dtype)  # (K, T)
+    return F.normalize(onehot @ text_emb, dim=-1)  # (K, C)
 
 
 # --------------------------------------------------------------------------- Eq. 10 / 11
