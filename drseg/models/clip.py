@@ -24,6 +24,7 @@ Public API (used by the PRETRAIN and SPSD stages too):
 """
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -124,10 +125,16 @@ def load_open_clip(model_name: str, checkpoint: Optional[Union[str, Path]] = Non
     register_configs()
     if model_name not in open_clip.list_models():
         raise DrsegInputError(f"model.clip_model: unknown open_clip config {model_name!r}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = open_clip.create_model(model_name, pretrained=None, force_image_size=image_size,
-                                       device="cpu", output_dict=False)
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # open_clip warns "no pretrained weights": we load below
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = open_clip.create_model(model_name, pretrained=None,
+                                           force_image_size=image_size, device="cpu",
+                                           output_dict=False)
+    finally:
+        logging.disable(previous)
     if checkpoint is not None:
         state = read_clip_state_dict(checkpoint)
         if "positional_embedding" in state and not hasattr(model, "positional_embedding"):

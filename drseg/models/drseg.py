@@ -284,6 +284,10 @@ class DRSeg(nn.Module):
             (B, K, 4h, 4w) logits, h = image_size / patch (96x96 for ViT-B/16 at 384).
         """
         size = self.cfg.image_size
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise DrsegInputError(f"images: expected (B, 3, H, W), got {tuple(images.shape)}")
+        if not images.is_floating_point():
+            images = images.float()
         if images.shape[-2:] != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bilinear",
                                    align_corners=False)
