@@ -255,3 +255,24 @@ def test_swept_label_missing_everywhere(params, tmp_path):
     del p["model"]["k"]
     with pytest.raises(DrsegInputError, match=r"table6\[3\]\.k: no label.*variants\.full\.k or model\.k"):
         options_from_params(p)
+
+
+def test_source_dataset_from_params_when_summaries_do_not_name_it(tmp_path, params):
+    m = _copy_fixture(tmp_path)
+    for p in m.glob("*/summary.json"):
+        s = json.loads(p.read_text())
+        s.pop("source_val")
+        p.write_text(json.dumps(s))
+    opts = options_from_params(params)
+    results = T.load_results(m, opts.variants)
+    with pytest.raises(DrsegInputError, match="'targets' needs the source dataset"):
+        build_all_tables(results, opts)
+    p = yaml.safe_load(yaml.safe_dump(params))
+    p["report"]["source_dataset"] = "source"
+    t = {t.name: t for t in build_all_tables(results, options_from_params(p))}
+    assert [c.group for c in t["table1"].columns][:2] == ["source", "source"]
+    assert len(t["table1"].columns) == 10  # no val columns without source_val
+    assert "average over harbor, rural, urban" in t["table2"].caption
+    p["report"]["source_dataset"] = "urban"
+    with pytest.raises(DrsegInputError, match="report.source_dataset: 'urban', but the summaries"):
+        build_all_tables(T.load_results(METRICS, opts.variants), options_from_params(p))

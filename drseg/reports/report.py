@@ -250,7 +250,7 @@ def make_report(results: Mapping[str, T.VariantResult], opts: ReportOptions, *,
             v = opts.figure_variant
             if v not in results:
                 raise DrsegInputError(f"report.figure_variant: '{v}' is not a variant of the tables")
-            cols = T.dataset_order(results, opts.datasets)
+            cols = T.dataset_order(results, opts.datasets, opts.source_dataset)
             per = F.read_class_iou(metrics_dir, v, cols)
             stem = fdir / f"class_iou_{v}"
             written["figures"] += F.plot_class_iou(per, stem, title=f"Per-class IoU of '{v}' ({label})")
@@ -259,7 +259,8 @@ def make_report(results: Mapping[str, T.VariantResult], opts: ReportOptions, *,
                                          "IoU per class and dataset; n/a: no ground truth."))
     if plots_dir is not None and metrics_dir is not None:
         v = opts.figure_variant
-        per = F.read_class_iou(metrics_dir, v, T.dataset_order(results, opts.datasets))
+        per = F.read_class_iou(metrics_dir, v, T.dataset_order(results, opts.datasets,
+                                                              opts.source_dataset))
         written["figures"].append(F.write_class_iou_csv(per, Path(plots_dir) / "class_iou.csv"))
     shown = {Path(p).resolve() for p in written["figures"]}
     for extra in extra_figures_dirs:

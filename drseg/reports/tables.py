@@ -278,23 +278,30 @@ def _rows_of(name: str, rows: Any) -> list[Mapping[str, Any]]:
     return list(rows)
 
 
-def dataset_order(results: Mapping[str, VariantResult], datasets: Sequence[str] | None) -> list[str]:
+def dataset_order(results: Mapping[str, VariantResult], datasets: Sequence[str] | None,
+                  source_dataset: str | None = None) -> list[str]:
     """The columns of Table 1: ``datasets`` if given, else the source first, then the others
     sorted by name (so metrics files and MLflow, which has no order, agree)."""
     if datasets:
         return list(datasets)
     names = sorted({d for r in results.values() for d in r.datasets})
-    source = _source(results)
+    source = _source(results, source_dataset)
     return ([source] if source in names else []) + [d for d in names if d != source]
 
 
-def _source(results: Mapping[str, VariantResult]) -> str | None:
+def _source(results: Mapping[str, VariantResult], given: str | None = None) -> str | None:
+    """The training dataset: the summaries' (all must agree), else ``given``
+    (``report.source_dataset``), which must agree with them when both are known."""
     sources = {r.source_dataset for r in results.values() if r.source_dataset}
     if len(sources) > 1:
         raise DrsegInputError("variants were trained on different datasets: "
                               + ", ".join(f"{r.variant}: {r.source_dataset}"
                                           for r in results.values() if r.source_dataset))
-    return next(iter(sources), None)
+    found = next(iter(sources), None)
+    if given and found and given != found:
+        raise DrsegInputError(f"report.source_dataset: {given!r}, but the summaries say the "
+                              f"variants were trained on {found!r}")
+    return found or given
 
 
 def ablation_set(results: Mapping[str, VariantResult], ablation_datasets: Sequence[str] | str,
@@ -311,7 +318,7 @@ def ablation_set(results: Mapping[str, VariantResult], ablation_datasets: Sequen
         if ablation_datasets != "targets":
             raise DrsegInputError(f"report.ablation_datasets: expected a list or 'targets', "
                                   f"got {ablation_datasets!r}")
-        source = source_dataset or _source(results)
+        source = _source(results, source_dataset)
         if not source:
             raise DrsegInputError("report.ablation_datasets: 'targets' needs the source dataset; "
                                   "set report.source_dataset (the summaries do not name it)")
@@ -376,7 +383,8 @@ def _label_cell(row: Mapping[str, Any], key: str, is_check: bool, where: str,
 def build_table(name: str, rows: Sequence[Mapping[str, Any]],
                 results: Mapping[str, VariantResult], *, datasets: Sequence[str],
                 ablation_datasets: Sequence[str], provenance: str, decimals: int = 2,
-                defaults: Mapping[str, str] | None = None) -> Table:
+                defaults: Mapping[str, str] | None = None,
+                source_dataset: str | None = None) -> Table:
     """One table of the paper from its rows and the variants' numbers.
 
     Args:
@@ -387,8 +395,8 @@ def build_table(name: str, rows: Sequence[Mapping[str, Any]],
         ablation_datasets: datasets the ablation tables (2-6) average over.
         provenance: ``synthetic`` | ``real`` (caption wording).
         decimals: printing precision.
-        defaults: label values for keys a row leaves out or sets to null (e.g. the backbone,
-            or the default model's rho).
+        defaults: label values for keys a row leaves out or sets to null (the backbone).
+        source_dataset: the training dataset when the summaries do not name it.
     """
     layout = LAYOUTS[name]
     rows = _rows_of(name, rows)
@@ -397,7 +405,7 @@ def build_table(name: str, rows: Sequence[Mapping[str, Any]],
     if missing:
         raise DrsegInputError(f"report.tables.{name}: no results for variant(s) {missing}")
     used = [results[r["variant"]] for r in rows]
-    source = _source({r.variant: r for r in used})
+    source = _source({r.variant: r for r in used}, source_dataset)
     sections: list[tuple[str | None, list[Row]]] = []
     if layout.per_dataset:
         columns = [Column(m, d) for d in datasets for m in ("mIoU", "mACC")]
@@ -458,11 +466,12 @@ def build_tables(results: Mapping[str, VariantResult], spec: Mapping[str, Any], 
     """
     if not isinstance(decimals, int) or isinstance(decimals, bool) or not 0 <= decimals <= 6:
         raise DrsegInputError(f"report.decimals: expected an integer 0..6, got {decimals!r}")
-    cols = dataset_order(results, datasets)
+    cols = dataset_order(results, datasets, source_dataset)
     abl = ablation_set(results, ablation_datasets, source_dataset)
     defaults = defaults or {}
     return [build_table(n, rows, results, datasets=cols, ablation_datasets=abl,
-                        provenance=provenance, decimals=decimals, defaults=defaults.get(n))
+                        provenance=provenance, decimals=decimals, defaults=defaults.get(n),
+                        source_dataset=source_dataset)
             for n, rows in spec.items()]
 
 
