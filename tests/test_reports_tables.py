@@ -276,3 +276,18 @@ def test_source_dataset_from_params_when_summaries_do_not_name_it(tmp_path, para
     p["report"]["source_dataset"] = "urban"
     with pytest.raises(DrsegInputError, match="report.source_dataset: 'urban', but the summaries"):
         build_all_tables(T.load_results(METRICS, opts.variants), options_from_params(p))
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+def test_tables_compile_with_pdflatex(tables, tmp_path):
+    import subprocess
+
+    T.write_tables(list(tables.values()), tmp_path)
+    body = "\n".join(f"\\input{{table{i}}}" for i in range(1, 7))
+    (tmp_path / "main.tex").write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{amssymb}\n"
+        "\\usepackage{graphicx}\n\\begin{document}\n" + body + "\n\\end{document}\n")
+    r = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "main.tex"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:]
+    assert (tmp_path / "main.pdf").stat().st_size > 1000
