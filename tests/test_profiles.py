@@ -378,3 +378,141 @@ def test_weight_files_flow_into_the_built_model(repo_params, tmp_path):
     m1 = build_model(cfg1)
     torch.testing.assert_close(m1.prior.model.state_dict(), dinov1.state_dict())
     torch.testing.assert_close(m1.clip.state_dict(), ref.clip.state_dict())
+
+
+# --------------------------------------------------------------------------- CUDA, paper sizes
+
+def _fake_archive(root: Path, n: int = 3) -> None:
+    """The eight datasets with their real folders and extensions; images of realistic sizes
+    (DLRSD 256x256, others 512x384), masks of 32-px blocks (SPSD's purity rule needs pure
+    cells); source datasets get all = train + val."""
+    import numpy as np
+    from PIL import Image
+
+    from drseg.data.catalog import SUITES, get_dataset
+
+    for i, name in enumerate(SUITES["rskt"]):
+        spec = get_dataset(name)
+        rng = np.random.default_rng(i)
+        w, h = (256, 256) if name == "DLRSD" else (512, 384)
+        fmt = {".jpg": "JPEG", ".JPG": "JPEG", ".png": "PNG"}[spec.image_ext]
+        stems = {"train": [f"tr{j}" for j in range(n)], "val": [f"va{j}" for j in range(n)]}
+        stems["all"] = (stems["train"] + stems["val"]) if spec.is_source else [f"im{j}" for j in range(n)]
+        for split, d in spec.splits.items():
+            (root / d.image_dir).mkdir(parents=True, exist_ok=True)
+            (root / d.mask_dir).mkdir(parents=True, exist_ok=True)
+            for s in stems[split]:
+                blocks = rng.integers(0, spec.num_classes(), (h // 32, w // 32), dtype=np.uint8)
+                mask = np.kron(blocks, np.ones((32, 32), dtype=np.uint8))
+                Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+                    root / d.image_dir / f"{s}{spec.image_ext}", format=fmt)
+                Image.fromarray(mask, mode="L").save(root / d.mask_dir / f"{s}.png")
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_paper_profile_runs_on_cuda_with_full_size_stand_ins(repo_params, tmp_path):
+    """paper-vitb16-dlrsd end to end on one GPU (prepare, SPSD, a few training iterations,
+    noslide evaluation of all eight datasets) with *random* full-size stand-in checkpoints in
+    the release layouts: OpenAI ViT-B/16 state dict (224 px position embeddings, resized to
+    384 on load), DINOv3 ViT-L/16 and an RSIB-style DINO v1 file. Shapes, devices and the
+    wiring are real; the weights are not, so no number here means anything."""
+    import json
+    import os
+    import time
+
+    import open_clip
+    import timm
+
+    import stages.spsd as spsd_stage
+    from _common import clip_checkpoint, load_params
+    from drseg.data.archive import prepare_real_suite, resolve_root
+    from drseg.data.dataset import open_split
+    from drseg.engine.distributed import init_distributed
+    from drseg.engine.evaluate import EvalConfig, EvalItem, evaluate_suite
+    from drseg.engine.train import TrainConfig, train
+    from drseg.models.drseg import build_model
+    from stages.evaluate import DATA_KEYS as EVAL_DATA_KEYS
+    from stages.train import resolve_model_config, train_block
+
+    archive = tmp_path / "archive"
+    _fake_archive(archive)
+    wdir = tmp_path / "weights"
+    wdir.mkdir()
+    torch.manual_seed(0)
+    clip = open_clip.create_model("ViT-B-16-quickgelu", pretrained=None)
+    torch.save(clip.state_dict(), wdir / "ViT-B-16.pt")
+    del clip
+    torch.save(timm.create_model("vit_large_patch16_dinov3", num_classes=0).state_dict(),
+               wdir / "dinov3_vitl16_pretrain_sat493m.pth")
+    v1 = timm.create_model("vit_base_patch8_224", num_classes=0).state_dict()
+    torch.save({"teacher": {f"module.backbone.{k}": v for k, v in v1.items()}},
+               wdir / "rsib_dino_vitb8.pth")
+    iterations = int(os.environ.get("DRSEG_SMOKE_ITERATIONS", "12"))
+    raw = with_profile(repo_params, "paper-vitb16-dlrsd",
+                       {"clip_checkpoint": str(wdir / "ViT-B-16.pt"),
+                        "prior_checkpoint": str(wdir / "dinov3_vitl16_pretrain_sat493m.pth"),
+                        "prior_dinov1_checkpoint": str(wdir / "rsib_dino_vitb8.pth")},
+                       prepare={"archive_root": str(archive)})
+    raw["overrides"] = {"train": {"iterations": iterations, "checkpoint_every": iterations,
+                                  "log_every": 4, "num_workers": 4},
+                        "spsd": {"num_workers": 0, "num_prototypes": 4},
+                        "evaluate": {"num_workers": 2}}
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(raw))
+    params = load_params(pfile)
+    timings = {}
+
+    suite = tmp_path / "suite"
+    prepare_real_suite(suite, archive_root=params["prepare"]["archive_root"],
+                       cards_dir=tmp_path / "cards", figure=tmp_path / "datasets.png")
+    root = resolve_root(suite)
+
+    t = time.perf_counter()
+    spsd_summary = spsd_stage.run(suite, Path(clip_checkpoint(params, None)), tmp_path / "spsd",
+                                  tmp_path / "spsd.json", params["spsd"], params["model"],
+                                  progress=False)
+    timings["spsd_s"] = time.perf_counter() - t
+    assert spsd_summary["channels"] == 512  # ViT-B/16 dense width
+    index = json.loads((tmp_path / "spsd" / "channel_index.json").read_text())
+
+    loop, data = train_block(params, "full")
+    model_cfg = resolve_model_config(params, "full")
+    cfg = TrainConfig.from_params(loop)
+    assert (cfg.crop, cfg.batch_size, cfg.device) == (384, 8, "cuda")
+    info = init_distributed(cfg.device)
+    dataset = open_split(root, data["dataset"], data["split"], data["class_list_variant"])
+    t = time.perf_counter()
+    model = build_model(model_cfg, channel_index=index)
+    timings["build_s"] = time.perf_counter() - t
+    counts = model.parameter_counts()
+    model.to(info.device)
+    torch.cuda.reset_peak_memory_stats()
+    result = train(model, dataset, dataset.classes, cfg, tmp_path / "run",
+                   model_cfg=model_cfg.to_dict(), train_dataset=data["dataset"],
+                   channel_index=model.channel_index, dist_info=info, progress=False)
+    timings.update(train_s=result.wall_s, train_iterations=result.iterations,
+                   train_peak_gib=torch.cuda.max_memory_allocated() / 2**30)
+    assert result.iterations == iterations and torch.isfinite(torch.tensor(result.final_loss))
+    saved = torch.load(tmp_path / "run" / "model_final.pt", map_location="cpu", weights_only=False)
+    assert saved["model_cfg"]["clip_model"] == "ViT-B-16-quickgelu"
+    assert saved["model_cfg"]["image_size"] == 384 and saved["train_dataset"] == "DLRSD"
+
+    block = {k: v for k, v in params["evaluate"].items() if k not in EVAL_DATA_KEYS}
+    ecfg = EvalConfig.from_params(block)
+    items = []
+    for name in EIGHT:
+        ds = open_split(root, name, "all", "rskt-v1")
+        items.append(EvalItem(name, ds, ds.classes, name, "all", "rskt-v1"))
+    model.eval()
+    torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    summary = evaluate_suite(model, items, ecfg, tmp_path / "metrics", variant="full",
+                             dist_info=info, progress=False)
+    timings["eval_s"] = time.perf_counter() - t
+    timings["eval_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    assert summary["mode"] == "noslide" and sorted(summary["datasets"]) == sorted(EIGHT)
+    report = {"device": torch.cuda.get_device_name(0), "parameter_counts": counts, **timings}
+    print("paper-profile smoke:", json.dumps(report))
+    if os.environ.get("DRSEG_SMOKE_OUT"):
+        Path(os.environ["DRSEG_SMOKE_OUT"]).write_text(json.dumps(report, indent=2) + "\n")
