@@ -33,7 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--page", help="the HTML page to write")
     ap.add_argument("--curves", help="loss CSV path pattern with {variant}")
     ap.add_argument("--extra-figures", action="append",
-                    help="folder of figures made by other stages, shown on the page (repeatable)")
+                    help="folder (or .png) of figures made by other stages, shown on the page (repeatable)")
     ap.add_argument("--plots", help="folder for dvc plots sources (class_iou.csv)")
     ap.add_argument("--from-mlflow", action="store_true", help="read the numbers from MLflow")
     ap.add_argument("--params", default="params.yaml")

@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--page", default=None, help="HTML page to write")
     p.add_argument("--curves", default=None, help="loss CSV path pattern with {variant}")
     p.add_argument("--extra-figures", action="append",
-                   help="folder of figures to show on the page (repeatable)")
+                   help="folder (or .png) of figures to show on the page (repeatable)")
     p.add_argument("--plots", default=None, help="folder for dvc plots sources (class_iou.csv)")
 
 

@@ -216,9 +216,10 @@ def make_report(results: Mapping[str, T.VariantResult], opts: ReportOptions, *,
         page: the HTML page path (None: no page).
         metrics_dir: per-dataset metrics (per-class IoU figure); None skips that figure.
         curves: a path pattern with ``{variant}`` for the train stage's loss CSVs; None skips.
-        extra_figures_dirs: folders of figures made elsewhere (the ``figures`` stage: Fig. 5
-            and Fig. 7, or the SPSD figures) to show on the page; ``<stem>.png`` with an
-            optional ``<stem>.pdf`` and ``<stem>.txt`` caption.
+        extra_figures_dirs: folders (or single ``.png`` files) of figures made elsewhere (the
+            ``figures`` stage: Fig. 5 and Fig. 7, the SPSD figures, the dataset samples) to
+            show on the page; ``<stem>.png`` with an optional ``<stem>.pdf`` and ``<stem>.txt``
+            caption.
         plots_dir: where ``class_iou.csv`` (a ``dvc plots`` source: per-class IoU of
             ``figure_variant``) goes; None: not written.
         runs: ``{variant: RunRef}`` for the page's MLflow links (written to a side script).
@@ -264,9 +265,14 @@ def make_report(results: Mapping[str, T.VariantResult], opts: ReportOptions, *,
         written["figures"].append(F.write_class_iou_csv(per, Path(plots_dir) / "class_iou.csv"))
     shown = {Path(p).resolve() for p in written["figures"]}
     for extra in extra_figures_dirs:
-        if not Path(extra).is_dir():
-            raise DrsegInputError(f"{extra}: figures folder not found")
-        for png in sorted(Path(extra).rglob("*.png")):
+        extra = Path(extra)
+        if extra.is_file() and extra.suffix == ".png":
+            pngs = [extra]
+        elif extra.is_dir():
+            pngs = sorted(extra.rglob("*.png"))
+        else:
+            raise DrsegInputError(f"{extra}: not a figures folder or a .png file")
+        for png in pngs:
             if png.resolve() in shown:  # already on the page
                 continue
             shown.add(png.resolve())
