@@ -12,7 +12,7 @@ import yaml
 
 from drseg.errors import DrsegInputError
 from drseg.reports import tables as T
-from drseg.reports.report import build_all_tables, make_report, options_from_params
+from drseg.reports.report import build_all_tables, options_from_params
 
 FIX = Path(__file__).parent / "fixtures" / "reports"
 METRICS = FIX / "metrics"
