@@ -386,8 +386,8 @@ def check_inputs(params: Mapping[str, Any]) -> None:
     if prep.get("suite") == "rskt":
         root = prep.get("archive_root")
         if not root:
-            raise DrsegInputError("prepare.archive_root is not set; the real suite (prepare.suite "
-                                  "rskt) reads the benchmark archive in place; "
+            raise DrsegInputError("prepare.archive_root must be set when prepare.suite is rskt "
+                                  "(the benchmark archive is read in place); "
                                   + _set_hint("prepare.archive_root", "/data/rs-ovss"))
         if not Path(str(root)).expanduser().is_dir():
             raise DrsegInputError(f"prepare.archive_root: {root} is not a folder; "

@@ -270,7 +270,7 @@ def test_weight_path_that_is_a_folder_is_an_error(repo_params, weight_files, tmp
 
 def test_archive_root_is_checked_for_the_real_suite(repo_params, weight_files, tmp_path):
     params = apply_profile(with_profile(repo_params, "paper-vitb16-dlrsd", weight_files))
-    with pytest.raises(DrsegInputError, match="prepare.archive_root is not set"):
+    with pytest.raises(DrsegInputError, match="prepare.archive_root must be set when prepare.suite is rskt"):
         check_inputs(params)
     params["prepare"]["archive_root"] = str(tmp_path / "absent")
     with pytest.raises(DrsegInputError, match="prepare.archive_root: .*absent is not a folder"):
