@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -81,10 +80,13 @@ def save_random_checkpoint(preset: str, path: Path) -> None:
                           train_dataset="random-init (bench)")
 
 
-def rss_mb() -> float:
+def rss_mb(field: str = "VmRSS") -> float:
+    """Current (``VmRSS``) or peak (``VmHWM``) resident memory of this process in MiB. VmHWM is
+    per address space, so unlike ``ru_maxrss`` it does not inherit the parent's peak across
+    fork + exec."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -97,7 +99,8 @@ def child(args: argparse.Namespace) -> dict:
     from drseg.data import raster
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    pred = P.load_predictor(args.checkpoint, device=args.device)
+    pred = P.load_predictor(args.checkpoint, device=args.device,
+                            amp=False if args.fp32 else None)
     tile = args.tile or pred.input_size
     tiles = P.TileSettings(tile, args.stride or P.default_stride(tile), args.batch_size,
                            args.max_strip_width)
@@ -118,26 +121,32 @@ def child(args: argparse.Namespace) -> dict:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         rss_before = rss_mb()
+        peak_warm = rss_mb("VmHWM")
         n = P.count_windows(H, src.width, tiles)
         out = Path(args.workdir) / f"mask_{rows}.tif"
         sink = raster.GeoTiffWriter(out, H, src.width, 1, "uint8", src.crs, src.transform, 255)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         P.predict_source(pred, Band(), CLASSES, tiles, sink)
         if pred.device.type == "cuda":
             torch.cuda.synchronize()
         wall = time.perf_counter() - t0
+        cpu = time.process_time() - c0  # all threads of this process
         sink.commit()
         full_windows = P.count_windows(src.height, src.width, tiles)
         size = (src.height, src.width)
     rec = {
         "rows": H, "width": size[1], "windows": n, "wall_s": round(wall, 3),
         "tiles_per_s": round(n / wall, 3),
+        "cpu_s": round(cpu, 1),  # CPU time of this process; < wall x threads when cores are shared
+        "tiles_per_cpu_s": round(n / cpu, 3),
         "full_raster_windows": full_windows,
         "full_raster_s_extrapolated": round(full_windows * wall / n, 1),
         "rss_after_model_mb": round(rss_before, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_after_warmup_mb": round(peak_warm, 1),  # model load + one forward batch
+        "peak_rss_mb": round(rss_mb("VmHWM"), 1),
         "tile": tiles.tile, "stride": tiles.stride, "batch_size": tiles.batch_size,
         "max_strip_width": tiles.max_strip_width, "device": str(pred.device),
+        "bf16_autocast": pred.amp,
         "threads": torch.get_num_threads(),
     }
     if pred.device.type == "cuda":
@@ -168,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stride", type=int)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-strip-width", type=int, default=8192)
+    ap.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--workdir", help="where the raster and checkpoint go [a temp dir]")
     ap.add_argument("--out", help="json [reports/bench/predict_<device>_<preset>.json]")
@@ -192,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                str(tif), "--rows", str(rows), "--device", args.device, "--batch-size",
                str(args.batch_size), "--max-strip-width", str(args.max_strip_width),
                "--threads", str(args.threads), "--workdir", str(work)]
+        if args.fp32:
+            cmd.append("--fp32")
         for opt in ("tile", "stride"):
             if getattr(args, opt):
                 cmd += [f"--{opt}", str(getattr(args, opt))]

@@ -128,10 +128,19 @@ def read_class_file(path: str | Path) -> list[str]:
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
 
 
-def resolve_vocab(classes: Sequence[str] | None, classes_file: str | Path | None) -> list[str]:
-    """The class list from ``--classes`` and/or ``--classes-file`` (file first), validated."""
+def resolve_vocab(classes: Sequence[str] | None, classes_file: str | Path | None,
+                  classes_of: str | None = None) -> list[str]:
+    """The class list from ``--classes-of`` (a catalog dataset, ``NAME[:VARIANT]``),
+    ``--classes-file`` and ``--classes``, in that order, validated."""
     vocab: list[str] = []
     source = []
+    if classes_of:
+        from drseg.data import catalog
+
+        name, _, variant = classes_of.partition(":")
+        vocab += catalog.class_names(name, catalog.check_variant(variant or
+                                                                 catalog.DEFAULT_VARIANT))
+        source.append(f"--classes-of {classes_of}")
     if classes_file is not None:
         vocab += read_class_file(classes_file)
         source.append(str(classes_file))
@@ -295,7 +304,7 @@ def infer_preset(model_cfg: dict) -> str | None:
 
 def load_predictor(checkpoint: str | Path, device: str = "auto", preset: str | None = None,
                    templates: Sequence[str] | None = None,
-                   tracking_uri: str | None = None) -> Predictor:
+                   tracking_uri: str | None = None, amp: bool | None = None) -> Predictor:
     """Load a trained ``drseg-model/1`` checkpoint for prediction. The model is rebuilt from
     the checkpoint alone (its ``model_cfg`` with the CLIP / prior weight paths dropped, then
     its ``state_dict`` loaded strictly), so no other file is needed.
@@ -307,6 +316,7 @@ def load_predictor(checkpoint: str | Path, device: str = "auto", preset: str | N
             ``PRESETS[preset]`` must match its config).
         templates: prompt templates replacing the checkpoint's (averaged per synonym).
         tracking_uri: MLflow store for run ids (default: the project's).
+        amp: bf16 autocast; ``None``: on for CUDA, off for the CPU.
 
     Raises:
         DrsegInputError: unreadable / foreign checkpoint, another preset, weights that do not
@@ -336,7 +346,7 @@ def load_predictor(checkpoint: str | Path, device: str = "auto", preset: str | N
             "train_dataset": ckpt.get("train_dataset"),
             "templates": list(model.cfg.templates)}
     return Predictor(model=model, input_size=int(model.cfg.image_size), device=dev, info=info,
-                     amp=dev.type == "cuda")
+                     amp=(dev.type == "cuda") if amp is None else bool(amp))
 
 
 def _build_model(cfg_dict: dict, ckpt: dict, path: Path) -> torch.nn.Module:
@@ -830,6 +840,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              '("tree, forest")')
     parser.add_argument("--classes-file", metavar="FILE",
                         help="class names: .txt one per line, or .json list (commas = synonyms)")
+    parser.add_argument("--classes-of", metavar="DATASET[:VARIANT]",
+                        help="the class list of a catalog dataset (e.g. Potsdam, "
+                             "LoveDA:segearth-ov)")
     parser.add_argument("-o", "--out", default="predictions", help="output folder [%(default)s]")
     parser.add_argument("--templates", nargs="+", metavar="TEMPLATE",
                         help="prompt templates with '{}' for the name, averaged "
@@ -842,6 +855,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              "(the evaluation's 'noslide'); for ordinary-sized images")
     parser.add_argument("--batch-size", type=int, default=4, help="windows per forward [%(default)s]")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] [%(default)s]")
+    parser.add_argument("--fp32", action="store_true",
+                        help="no bf16 autocast on the GPU (the CPU always runs fp32)")
     parser.add_argument("--scores", action="store_true",
                         help="also write <stem>_scores.tif, one float32 band per class")
     parser.add_argument("--bands", type=int, nargs="+", metavar="B",
@@ -861,14 +876,14 @@ def run(args: argparse.Namespace) -> int:
     failed, 2 bad options / checkpoint / class list)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        vocab = resolve_vocab(args.classes, args.classes_file)
+        vocab = resolve_vocab(args.classes, args.classes_file, args.classes_of)
         templates = resolve_templates(args.templates, args.templates_file)
         for name in ("tile", "stride", "batch_size", "overlay_max_size", "max_strip_width"):
             v = getattr(args, name)
             if v is not None and v < 1:
                 raise DrsegInputError(f"--{name.replace('_', '-')} {v}: must be >= 1")
         predictor = load_predictor(args.checkpoint, args.device, args.preset, templates,
-                                   args.tracking_uri)
+                                   args.tracking_uri, amp=False if args.fp32 else None)
     except DrsegInputError as e:
         log.error("%s", e)
         return 2

@@ -279,6 +279,20 @@ def test_class_files(tmp_path):
         P.resolve_vocab(None, tmp_path / "missing.txt")
 
 
+def test_classes_of_a_catalog_dataset():
+    from drseg.data import catalog
+
+    assert P.resolve_vocab(None, None, "Potsdam") == catalog.class_names("Potsdam")
+    both = P.resolve_vocab(["ship"], None, "LoveDA:segearth-ov")
+    assert both[-1] == "ship" and both[:-1] == [
+        ", ".join(" ".join(p.split()) for p in c.split(","))
+        for c in catalog.class_names("LoveDA", "segearth-ov")]
+    with pytest.raises(DrsegInputError, match="unknown dataset 'Mars'"):
+        P.resolve_vocab(None, None, "Mars")
+    with pytest.raises(DrsegInputError, match="unknown class-list variant"):
+        P.resolve_vocab(None, None, "Potsdam:v9")
+
+
 def test_templates():
     assert P.resolve_templates(None, None) is None
     assert P.resolve_templates(["a {} photo", "{} seen from above"], None) == (
