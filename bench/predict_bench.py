@@ -105,7 +105,7 @@ def child(args: argparse.Namespace) -> dict:
     tiles = P.TileSettings(tile, args.stride or P.default_stride(tile), args.batch_size,
                            args.max_strip_width)
     rows = args.rows[0]
-    with raster.open_raster(args.raster) as src:
+    with raster.bounded_cache(), raster.open_raster(args.raster) as src:  # as predict_file
         H = src.height if rows == 0 else min(rows, src.height)
 
         class Band:  # the first H rows of the full-width raster

@@ -752,7 +752,7 @@ def predict_file(predictor: Predictor, path: str | Path, vocab: list[str], out_d
                               f"{', '.join(raster.IMAGE_SUFFIXES)})")
     tiles = tiles or TileSettings(predictor.input_size, default_stride(predictor.input_size))
     outs = output_paths(path, out_dir, scores)
-    with raster.open_raster(path, bands=bands) as src:
+    with raster.bounded_cache(), raster.open_raster(path, bands=bands) as src:
         H, W = src.height, src.width
         if whole:
             if max(H, W) > WHOLE_MAX:
@@ -788,7 +788,8 @@ def predict_file(predictor: Predictor, path: str | Path, vocab: list[str], out_d
         band_rule = src.band_rule
         georef = {"crs": src.crs.to_string() if src.crs else None,
                   "transform": list(src.transform)[:6]} if src.is_georeferenced else None
-    ids = raster.read_mask_preview(outs["mask"], overlay_max_size)
+    with raster.bounded_cache():
+        ids = raster.read_mask_preview(outs["mask"], overlay_max_size)
     valid = max(1, int(hist[:-1].sum()))
     fractions = [float(c) / valid for c in hist[:-1]]
     write_overlay(outs["overlay"], preview, ids, vocab, fractions, title=path.name)

@@ -34,6 +34,7 @@ GEOTIFF_SUFFIXES = (".tif", ".tiff")
 BLOCK = 256  # tile size of every GeoTIFF we write; writes are aligned to it where possible
 STRETCH_PERCENTILES = (2.0, 98.0)
 STRETCH_SAMPLE = 1024
+GDAL_CACHE_MB = 128  # block cache while predicting (see bounded_cache)
 
 
 def _rasterio():
@@ -42,6 +43,14 @@ def _rasterio():
 
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
     return rasterio
+
+
+def bounded_cache(megabytes: int = GDAL_CACHE_MB):
+    """A ``rasterio.Env`` whose GDAL block cache is at most ``megabytes``. GDAL's default (5 %
+    of the RAM) keeps every block read, so reading a large raster end to end would grow the
+    process by up to that much; the tiler only ever needs one or two block rows."""
+    rasterio = _rasterio()
+    return rasterio.Env(GDAL_CACHEMAX=int(megabytes))
 
 
 def is_image_path(path: str | Path) -> bool:
