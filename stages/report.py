@@ -43,7 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     setup_logging()
     args = parse_args(argv)
-    opts = options_from_params(load_params(args.params))
+    opts = options_from_params(load_params(args.params, check_inputs=False))
     uri = tracking.tracking_uri()
     results, runs = load_numbers(opts, tracking_uri=uri, metrics_dir=args.metrics,
                                  from_mlflow=args.from_mlflow)

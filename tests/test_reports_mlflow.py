@@ -94,3 +94,21 @@ def test_find_runs_never_creates_a_store(tmp_path):
     uri = f"sqlite:///{tmp_path / 'absent.db'}"
     assert mlflow_source.find_runs(["full"], uri) == {}
     assert not (tmp_path / "absent.db").exists()
+
+
+def test_stage_and_cli_resolve_profile_overrides_alike(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stages"))
+    import report as report_stage
+
+    params = yaml.safe_load((FIX / "params.yaml").read_text())
+    params["overrides"] = {"report": {"decimals": 1}}
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(params))
+    args = ["--metrics", str(FIX / "metrics"), "--params", str(p)]
+    assert report_stage.main(args + ["--tables", str(tmp_path / "stage")]) == 0
+    assert drseg_main(["report", *args, "--tables", str(tmp_path / "cli")]) == 0
+    for f in sorted((tmp_path / "stage").iterdir()):
+        assert f.read_bytes() == (tmp_path / "cli" / f.name).read_bytes(), f.name
+    assert "0.4 & \\underline{39.6} & \\textbf{51.0}" in (tmp_path / "cli" / "table5.tex").read_text()

@@ -4,8 +4,9 @@
     python -m drseg report --metrics reports/metrics --tables reports/tables --page reports/index.html
 
 The table spec (which variants make which row) is the ``report`` block of a params file given
-with ``--params`` (default ``params.yaml``, the file the DVC stage uses), so both paths build
-the same tables; the numbers come from ``--metrics`` or from the MLflow store.
+with ``--params`` (default ``params.yaml``, the file the DVC stage uses), resolved with its
+``profile`` and ``overrides`` as the stages resolve it, so both paths build the same tables;
+the numbers come from ``--metrics`` or from the MLflow store.
 """
 from __future__ import annotations
 
@@ -47,7 +48,9 @@ def _read_params(path: str) -> dict:
         raise DrsegInputError(f"{p}: not valid YAML ({e})") from e
     if not isinstance(data, dict):
         raise DrsegInputError(f"{p}: expected a mapping at the top level")
-    return data
+    from drseg.profiles import apply_profile
+
+    return apply_profile(data)  # the same resolved params the DVC stages see
 
 
 def run(args: argparse.Namespace) -> int:
