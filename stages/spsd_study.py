@@ -86,6 +86,7 @@ def run(root: Path, clip_checkpoint: Path, spsd_dir: Path, reports_dir: Path, ma
                                                   dataset.classes, cfg.input_size, cfg.view,
                                                   cfg.batch_size, cfg.num_workers, device,
                                                   progress, desc="spsd features (sample)")
+    full_set, masked_set = full_set.to(device), masked_set.to(device)  # studies run there too
     retention = espsd.retention_study(full_set, index["order"], st.ratios, st.random_draws,
                                       st.seed, progress)
     full_miou, drops = espsd.masking_study(masked_set, progress)

@@ -450,6 +450,12 @@ class StudyFeatures:
     def channels(self) -> int:
         return int(self.text.shape[1])
 
+    def to(self, device: str | torch.device) -> "StudyFeatures":
+        """A copy with every tensor on ``device`` (the studies then run there)."""
+        return StudyFeatures([f.to(device) for f in self.features],
+                             [m.to(device) for m in self.masks], self.text.to(device),
+                             self.group.to(device), self.num_classes, list(self.paths))
+
 
 def sample_indices(n: int, k: int, seed: int) -> list[int]:
     """``min(k, n)`` distinct indices of ``range(n)``, seeded, in ascending order (``k <= 0``:
@@ -514,7 +520,7 @@ def zero_shot_confusion(study: StudyFeatures, channels: torch.Tensor | Sequence[
         (K, K) int64 confusion matrix (rows ground truth).
     """
     K = study.num_classes
-    conf = torch.zeros(K, K, dtype=torch.long)
+    conf = torch.zeros(K, K, dtype=torch.long, device=study.text.device)
     for feats, masks in zip(study.features, study.masks):
         scores = dclip.class_correlation(feats, study.text, study.group, K, channels)  # (B,K,h,w)
         scores = F.interpolate(scores, size=masks.shape[-2:], mode="bilinear",
@@ -607,7 +613,7 @@ def masking_study(study: StudyFeatures, progress: bool = True) -> tuple[float, t
         cached.append((f, torch.einsum("bchw,tc->bthw", f, t), (f * f).sum(dim=1)))
     drops = torch.empty(C, dtype=torch.float64)
     for c in tqdm(range(C), desc="spsd masking", disable=not progress):
-        conf = torch.zeros(K, K, dtype=torch.long)
+        conf = torch.zeros(K, K, dtype=torch.long, device=study.text.device)
         for (f, dot, f_sq), masks in zip(cached, study.masks):
             fc = f[:, c]  # (B, h, w)
             num = dot - fc[:, None] * t[:, c].view(1, -1, 1, 1)  # (B, T, h, w)
