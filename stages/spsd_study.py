@@ -40,6 +40,19 @@ def _thumb(image, mask, side: int = 64):
     return img.round().clamp(0, 255).byte().permute(1, 2, 0).tolist(), m.tolist()
 
 
+def _finite(obj):
+    """``obj`` with every non-finite float replaced by None (JSON has no NaN)."""
+    import math
+
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def run(root: Path, clip_checkpoint: Path, spsd_dir: Path, reports_dir: Path, maps_path: Path,
         figures_dir: Path, spsd_block: dict, model_block: dict | None = None,
         progress: bool = True) -> dict:
@@ -119,8 +132,8 @@ def run(root: Path, clip_checkpoint: Path, spsd_dir: Path, reports_dir: Path, ma
                                         "examples": examples})
 
     reports_dir.mkdir(parents=True, exist_ok=True)
-    mspsd.write_json_atomic(reports_dir / "retention.json", retention)
-    mspsd.write_json_atomic(reports_dir / "masking.json", masking_rows)
+    mspsd.write_json_atomic(reports_dir / "retention.json", _finite(retention))
+    mspsd.write_json_atomic(reports_dir / "masking.json", _finite(masking_rows))
     gaps = [r["top"] - r["bottom"] for r in retention if r["ratio"] < 1]
     metrics = {
         "dataset": cfg.dataset, "split": st.split, "backbone": cfg.clip_model,
@@ -141,6 +154,7 @@ def run(root: Path, clip_checkpoint: Path, spsd_dir: Path, reports_dir: Path, ma
                                  if index["structural"] else None),
         "reference_rho": index["rho"],
     }
+    metrics = _finite(metrics)  # e.g. Spearman of a constant drop vector is NaN -> null
     mspsd.write_json_atomic(reports_dir / "study.json", metrics)
 
     tag = f"{cfg.clip_model}, {cfg.dataset} {st.split}, frozen CLIP {sha[:8]}"
@@ -180,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
             mlflow.log_artifact(str(args.figures_dir / f"{name}.png"))
         for name in ("study.json", "retention.json", "masking.json"):
             mlflow.log_artifact(str(args.reports_dir / name))
-    log.info("spsd_study: zero-shot mIoU %.2f, Spearman(score, drop) %.3f",
+    log.info("spsd_study: zero-shot mIoU %s, Spearman(score, drop) %s",
              metrics["zero_shot_mIoU"], metrics["spearman_score_drop"])
 
 
