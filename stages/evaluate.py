@@ -21,6 +21,10 @@ import os
 import sys
 from pathlib import Path
 
+# Idle OpenMP threads sleep instead of spinning (numerics unchanged): on a busy 2-core machine
+# spinning threads starve each other (see stages/pretrain.py). Set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_params, section, setup_logging  # noqa: E402  (puts the root on sys.path)
 
