@@ -633,7 +633,8 @@ def retrieval_figure(images: np.ndarray, true_captions: Sequence[str],
 
 
 def zeroshot_figure(images: np.ndarray, masks: np.ndarray, preds: np.ndarray,
-                    classes: Sequence[str], path: str | Path) -> list[Path]:
+                    classes: Sequence[str], path: str | Path,
+                    class_colors: np.ndarray | None = None) -> list[Path]:
     """Images, labels and zero-shot predictions side by side (one row per image), with a
     legend; saved as ``path`` (.png) and the same stem .pdf.
 
@@ -641,6 +642,7 @@ def zeroshot_figure(images: np.ndarray, masks: np.ndarray, preds: np.ndarray,
         images: uint8 (n, H, W, 3); masks: (n, H, W) ids, 255 = ignore; preds: (n, H, W) ids.
         classes: class names in id order.
         path: the .png path.
+        class_colors: (K, 3) uint8 display colours (default: tab20); ignore is black.
     """
     import matplotlib
 
@@ -651,7 +653,10 @@ def zeroshot_figure(images: np.ndarray, masks: np.ndarray, preds: np.ndarray,
     K = len(classes)
     cmap = plt.get_cmap("tab20")
     colors = np.zeros((256, 3), np.uint8)
-    colors[:K] = (np.array([cmap(k % 20)[:3] for k in range(K)]) * 255).astype(np.uint8)
+    if class_colors is None:
+        colors[:K] = (np.array([cmap(k % 20)[:3] for k in range(K)]) * 255).astype(np.uint8)
+    else:
+        colors[:K] = np.asarray(class_colors, np.uint8)[:K]
     n = len(images)
     fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.2 * n + 0.9))
     axes = np.atleast_2d(axes)
