@@ -761,9 +761,12 @@ def predict_file(predictor: Predictor, path: str | Path, vocab: list[str], out_d
             tiles = TileSettings(max(H, W), max(H, W), tiles.batch_size, max(H, W) + raster.BLOCK)
         geo = outs["mask"].suffix == ".tif"
         if geo:
-            mask_sink = raster.GeoTiffWriter(outs["mask"], H, W, 1, "uint8", src.crs,
-                                             src.transform, nodata=IGNORE,
-                                             descriptions=["class id"])
+            colours = palette(len(vocab))
+            mask_sink = raster.GeoTiffWriter(
+                outs["mask"], H, W, 1, "uint8", src.crs, src.transform, nodata=IGNORE,
+                descriptions=["class id"],
+                colormap={k: colours[k] for k in range(len(vocab))} | {IGNORE: (0, 0, 0)},
+                tags={f"CLASS_{k}": name for k, name in enumerate(vocab)})
         else:
             mask_sink = raster.ArrayWriter(outs["mask"], H, W)
         score_sink = None

@@ -172,6 +172,8 @@ def test_geotiff_prediction_keeps_georeference_and_writes_outputs(tmp_path):
     with rasterio.open(rec["outputs"]["mask"]) as m:
         assert m.crs == UTM and m.transform == GEO and m.nodata == 255
         np.testing.assert_array_equal(m.read(1), ids)
+        assert m.tags()["CLASS_1"] == "green, grass"  # class names travel with the file
+        assert m.colormap(1)[2][:3] == tuple(P.palette(3)[2])  # and the overlay's colours
     with rasterio.open(rec["outputs"]["scores"]) as s:
         assert s.count == 3 and s.crs == UTM and s.transform == GEO
         assert s.descriptions == tuple(VOCAB) and s.dtypes[0] == "float32"

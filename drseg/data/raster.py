@@ -225,11 +225,16 @@ class GeoTiffWriter:
         crs, transform: georeference copied from the input (``None`` / identity when it has none).
         nodata: nodata value written in the header, or ``None``.
         descriptions: optional per-band descriptions (class names for score maps).
+        colormap: optional ``{value: (r, g, b)}`` colour table of band 1 (uint8 only), so GIS
+            software shows a class mask in colour.
+        tags: optional dataset metadata (GDAL tags), e.g. ``{"CLASS_0": "building"}``.
     """
 
     def __init__(self, path: str | Path, height: int, width: int, count: int, dtype: str,
                  crs: Any = None, transform: Any = None, nodata: float | None = None,
-                 descriptions: Sequence[str] | None = None) -> None:
+                 descriptions: Sequence[str] | None = None,
+                 colormap: dict[int, Sequence[int]] | None = None,
+                 tags: dict[str, str] | None = None) -> None:
         rasterio = _rasterio()
         from rasterio.transform import Affine
 
@@ -245,6 +250,11 @@ class GeoTiffWriter:
         if descriptions is not None:
             for i, d in enumerate(descriptions, start=1):
                 self._dst.set_band_description(i, d)
+        if colormap is not None:
+            self._dst.write_colormap(1, {int(k): tuple(int(c) for c in v[:3]) + (255,)
+                                         for k, v in colormap.items()})
+        if tags:
+            self._dst.update_tags(**tags)
 
     def write(self, array: np.ndarray, row: int, col: int) -> None:
         """Write ``array`` ``(count, h, w)`` at ``(row, col)``."""
