@@ -89,3 +89,14 @@ def test_page_is_deterministic(page, tmp_path):
     for name in ("training_curves.png", "class_iou_full.pdf"):
         assert (again.parent / "figures" / name).read_bytes() == \
             (page.parent / "figures" / name).read_bytes()
+
+
+def test_missing_curve_writes_nothing(tmp_path):
+    opts = options_from_params(yaml.safe_load((FIX / "params.yaml").read_text()))
+    results = load_results(FIX / "metrics", opts.variants)
+    from drseg.errors import DrsegInputError
+
+    with pytest.raises(DrsegInputError, match=r"catseg\.csv: loss curve not found"):
+        make_report(results, opts, tables_dir=tmp_path / "t", figures_dir=tmp_path / "f",
+                    page=tmp_path / "index.html", curves=str(tmp_path / "{variant}.csv"))
+    assert not list(tmp_path.iterdir())

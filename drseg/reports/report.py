@@ -228,6 +228,19 @@ def make_report(results: Mapping[str, T.VariantResult], opts: ReportOptions, *,
         ``{"tables": [...], "figures": [...], "page": [...]}`` written paths.
     """
     tables = build_all_tables(results, opts)
+    # read every input before writing anything, so bad input leaves the old outputs in place
+    loaded = ({v: F.read_loss_curve(Path(curves.format(variant=v))) for v in opts.variants}
+              if figures_dir is not None and curves else {})
+    per = None
+    if metrics_dir is not None and (figures_dir is not None or plots_dir is not None):
+        if opts.figure_variant not in results:
+            raise DrsegInputError(f"report.figure_variant: '{opts.figure_variant}' is not a "
+                                  f"variant of the tables")
+        per = F.read_class_iou(metrics_dir, opts.figure_variant,
+                               T.dataset_order(results, opts.datasets, opts.source_dataset))
+    for extra in extra_figures_dirs:
+        if not (Path(extra).is_dir() or (Path(extra).is_file() and Path(extra).suffix == ".png")):
+            raise DrsegInputError(f"{extra}: not a figures folder or a .png file")
     written: dict[str, list[Path]] = {"tables": T.write_tables(tables, tables_dir),
                                       "figures": [], "page": []}
     entries: list[H.FigureEntry] = []
@@ -236,42 +249,26 @@ def make_report(results: Mapping[str, T.VariantResult], opts: ReportOptions, *,
     page_dir = Path(page).parent if page else Path(".")
     if figures_dir is not None:
         fdir = Path(figures_dir)
-        if curves:
-            loaded = {}
-            for v in opts.variants:
-                path = Path(curves.format(variant=v))
-                loaded[v] = F.read_loss_curve(path)
+        if loaded:
             stem = fdir / "training_curves"
             written["figures"] += F.plot_training_curves(
                 loaded, stem, title=f"Training loss ({label})", highlight=opts.figure_variant)
             entries.append(H.FigureEntry("Training curves", _rel(stem.with_suffix(".png"), page_dir),
                                          _rel(stem.with_suffix(".pdf"), page_dir),
                                          "Training loss per iteration of every variant."))
-        if metrics_dir is not None:
+        if per is not None:
             v = opts.figure_variant
-            if v not in results:
-                raise DrsegInputError(f"report.figure_variant: '{v}' is not a variant of the tables")
-            cols = T.dataset_order(results, opts.datasets, opts.source_dataset)
-            per = F.read_class_iou(metrics_dir, v, cols)
             stem = fdir / f"class_iou_{v}"
             written["figures"] += F.plot_class_iou(per, stem, title=f"Per-class IoU of '{v}' ({label})")
             entries.append(H.FigureEntry(f"Per-class IoU ({v})", _rel(stem.with_suffix(".png"), page_dir),
                                          _rel(stem.with_suffix(".pdf"), page_dir),
                                          "IoU per class and dataset; n/a: no ground truth."))
-    if plots_dir is not None and metrics_dir is not None:
-        v = opts.figure_variant
-        per = F.read_class_iou(metrics_dir, v, T.dataset_order(results, opts.datasets,
-                                                              opts.source_dataset))
+    if plots_dir is not None and per is not None:
         written["figures"].append(F.write_class_iou_csv(per, Path(plots_dir) / "class_iou.csv"))
     shown = {Path(p).resolve() for p in written["figures"]}
     for extra in extra_figures_dirs:
         extra = Path(extra)
-        if extra.is_file() and extra.suffix == ".png":
-            pngs = [extra]
-        elif extra.is_dir():
-            pngs = sorted(extra.rglob("*.png"))
-        else:
-            raise DrsegInputError(f"{extra}: not a figures folder or a .png file")
+        pngs = [extra] if extra.is_file() else sorted(extra.rglob("*.png"))
         for png in pngs:
             if png.resolve() in shown:  # already on the page
                 continue
