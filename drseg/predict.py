@@ -907,7 +907,9 @@ def run(args: argparse.Namespace) -> int:
                "images": records}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "predictions.json").write_text(json.dumps(summary, indent=2) + "\n")
+    tmp = out / "predictions.json.part"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    tmp.replace(out / "predictions.json")
     failed = [r for r in records if r["status"] != "ok"]
     if failed:
         log.error("%d of %d inputs failed: %s", len(failed), len(records),

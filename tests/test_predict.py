@@ -161,6 +161,21 @@ def test_column_strips_give_the_same_result_with_bounded_reads():
         P.count_windows(40, 700, P.TileSettings(32, 20))  # border windows run twice
 
 
+def test_progress_counts_every_window():
+    class Bar:
+        n = 0
+
+        def update(self, k):
+            self.n += k
+
+    img, _ = blocks_image(90, 700, seed=9)
+    for tiles in (P.TileSettings(32, 20, 5), P.TileSettings(32, 20, 7, max_strip_width=256)):
+        pred, bar = predictor(32), Bar()
+        P.predict_source(pred, P.ArraySource(img), VOCAB, tiles,
+                         P._ArraySink(1, 90, 700, np.uint8), progress=bar)
+        assert bar.n == pred.model.calls == P.count_windows(90, 700, tiles)
+
+
 # ------------------------------------------------------------------ files and outputs
 
 def test_geotiff_prediction_keeps_georeference_and_writes_outputs(tmp_path):
