@@ -228,7 +228,7 @@ def test_unknown_weights_key_and_profile_are_errors(repo_params):
         apply_profile({**repo_params, "profile": "paper"})
 
 
-def test_ref_resolution_reads_the_final_params():
+def test_paper_profiles_take_weights_and_gpu_count_by_reference():
     prof = PROFILES["paper-vitb16-dlrsd"]
     assert prof.values["evaluate"]["nproc"] == Ref("train.nproc")
     assert prof.values["model"]["clip_checkpoint"] == Ref("weights.clip_checkpoint")
