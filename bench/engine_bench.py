@@ -255,19 +255,21 @@ def bench_eval(preset, device, n, batch, workers, results, mode="noslide", compi
                     "num_workers": workers, "classes": len(ds.classes), "mode": mode,
                     "images_per_s_first": runs[0]["images_per_s"], "images_per_s": runs[1]["images_per_s"],
                     "loader_only_images_per_s": loader_rate, "model_only_images_per_s": model_rate,
-                    "note": "PNG decode + resize to short side 640 + squash to the input in loader "
-                            "workers; model in bf16 autocast; confusion matrix on the GPU"}
+                    "note": "PNG decode in loader workers; resize to short side 640 + squash to the input "
+                            "(on the GPU since run 3, in the workers before); model in bf16 autocast; "
+                            "confusion matrix on the GPU"}
     log(f"[{key}] {runs[1]['images_per_s']:.1f} images/s (first pass {runs[0]['images_per_s']:.1f}); "
         f"loader alone {loader_rate:.1f}/s, model alone {model_rate:.1f}/s")
 
 
 def loader_only(ds, ec) -> float:
-    """Images/s of the evaluation loader alone (decode + resize in workers, no model)."""
+    """Images/s of the evaluation loader alone (decode in workers, uint8 out; resizing is on the
+    device since the second measurement), no model."""
     from torch.utils.data import DataLoader
 
     from drseg.engine.evaluate import _collate, _EvalInputs
 
-    dl = DataLoader(_EvalInputs(ds, range(len(ds)), ec), batch_size=ec.batch_size, num_workers=ec.num_workers,
+    dl = DataLoader(_EvalInputs(ds, range(len(ds))), batch_size=ec.batch_size, num_workers=ec.num_workers,
                     collate_fn=_collate, pin_memory=True, **({"prefetch_factor": 4} if ec.num_workers else {}))
     t = time.perf_counter()
     n = sum(len(b["mask"]) for b in dl)

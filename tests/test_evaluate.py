@@ -128,3 +128,35 @@ def test_bad_eval_input():
         EvalConfig.from_params({"mdoe": "slide"})
     with pytest.raises(DrsegInputError, match="ids must lie"):  # label id 3 with a 2-class vocab
         evaluate_dataset(model, ColourBlobs(n=4, k=4), ["a", "b"], EvalConfig(input_size=8), progress=False)
+
+
+class _MixedSizes(torch.utils.data.Dataset):
+    """Two image sizes in one dataset: batches are collated as lists and resized one by one."""
+
+    def __init__(self):
+        self.a, self.b = ColourBlobs(n=3, seed=4), ColourBlobs(n=3, seed=5, h=14, w=26)
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        return self.a[i // 2] if i % 2 == 0 else self.b[i // 2]
+
+
+def test_images_of_several_sizes_in_one_batch(trained):
+    ds = _MixedSizes()
+    vocab = ["red roof", "grass", "water", "sand"]
+    cfg = EvalConfig(input_size=12, short_side=40, max_long=100, batch_size=4)
+    conf, _ = evaluate_dataset(trained, ds, vocab, cfg, progress=False)
+    ref = torch.zeros(4, 4, dtype=torch.int64)
+    with torch.no_grad():
+        for s in ds:
+            x = s["image"][None]
+            h, w = x.shape[-2:]
+            sh = 40 / min(h, w)
+            x = F.interpolate(x, size=(int(h * sh + 0.5), int(w * sh + 0.5)), mode="bilinear", align_corners=False)
+            x = F.interpolate(x, size=(12, 12), mode="bilinear", align_corners=False)
+            logits = F.interpolate(trained(x, vocab), size=(12, 12), mode="bilinear", align_corners=False)
+            up = F.interpolate(logits.sigmoid(), size=s["mask"].shape, mode="bilinear", align_corners=False)
+            ref += confusion_matrix(up[0].argmax(0), s["mask"], 4)
+    assert torch.equal(conf, ref)

@@ -73,7 +73,7 @@ class ColourBlobs(torch.utils.data.Dataset):
             img += 10 * torch.randn(img.shape, generator=g)
             if poison == i:
                 img[:] = math.nan
-            self.items.append({"image": img.clamp(0, 255) if poison != i else img, "mask": mask,
+            self.items.append({"image": img.clamp(0, 255).round() if poison != i else img, "mask": mask,
                                "path": f"blobs/img_{i:03d}.png"})
 
     def __len__(self):
