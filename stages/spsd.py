@@ -93,7 +93,8 @@ def run(root: Path, clip_checkpoint: Path, out_dir: Path, summary_path: Path,
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", type=Path, help="dataset archive root (data/synth)")
-    ap.add_argument("clip_checkpoint", type=Path, help="frozen CLIP weights (model.clip_checkpoint wins when set)")
+    ap.add_argument("clip_checkpoint", type=Path,
+                    help="frozen CLIP weights (model.clip_checkpoint wins when set)")
     ap.add_argument("out_dir", type=Path, help="output folder (data/spsd)")
     ap.add_argument("summary", type=Path, help="metrics json (reports/spsd/summary.json)")
     args = ap.parse_args(argv)

@@ -169,7 +169,8 @@ def run(root: Path, clip_checkpoint: Path, spsd_dir: Path, reports_dir: Path, ma
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", type=Path, help="dataset archive root (data/synth)")
-    ap.add_argument("clip_checkpoint", type=Path, help="frozen CLIP weights (model.clip_checkpoint wins when set)")
+    ap.add_argument("clip_checkpoint", type=Path,
+                    help="frozen CLIP weights (model.clip_checkpoint wins when set)")
     ap.add_argument("spsd_dir", type=Path, help="output folder of the spsd stage (data/spsd)")
     ap.add_argument("reports_dir", type=Path, help="metrics / plots folder (reports/spsd)")
     ap.add_argument("maps", type=Path, help="activation maps json (data/spsd_study/...)")

@@ -345,7 +345,8 @@ def clip_view(clip_model: nn.Module, images: torch.Tensor, input_size: int | Non
 @torch.no_grad()
 def extract_prototypes(clip_model: nn.Module, dataset: Dataset, num_classes: int,
                        num_prototypes: int, seed: int, input_size: int | None = None,
-                       view: str = "resize", purity: float = 0.75, batch_size: int = 16, num_workers: int = 0,
+                       view: str = "resize", purity: float = 0.75, batch_size: int = 16,
+                       num_workers: int = 0,
                        device: str | torch.device = "cpu", progress: bool = True
                        ) -> PrototypeSet:
     """Stream the training split through the frozen CLIP and sample N_p prototypes per class.
