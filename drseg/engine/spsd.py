@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 from drseg.engine.metrics import confusion_matrix, summarize
 from drseg.errors import DrsegInputError
 from drseg.models import clip as dclip
+from drseg.models import spsd as mspsd
 
 IGNORE = 255
 VIEWS = ("tiles", "resize")
@@ -670,6 +671,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~mspsd._umask())  # mkstemp makes 0600
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):
