@@ -76,6 +76,7 @@ def run(args: argparse.Namespace, params: dict) -> dict:
         model.to(info.device).eval()
         if info.device.type == "cuda" and cfg.channels_last:
             model.to(memory_format=torch.channels_last)
+        net = torch.compile(model) if (cfg.compile and info.device.type == "cuda") else model
 
         suite = load_suite(args.data)
         root = resolve_root(args.data)
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace, params: dict) -> dict:
                 ds = open_split(root, name, source_split, clv)
                 items.append(EvalItem(f"{name}_{source_split}", ds, ds.classes, name, source_split, clv,
                                       in_suite_mean=False))
-        summary = evaluate_suite(model, items, cfg, args.out, variant=args.variant, dist_info=info,
+        summary = evaluate_suite(net, items, cfg, args.out, variant=args.variant, dist_info=info,
                                  progress=not os.environ.get("TQDM_DISABLE"),
                                  extra={"train_dataset": train_ds})
         speed = summary.pop("_speed")
