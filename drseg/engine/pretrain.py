@@ -510,7 +510,7 @@ class PretrainConfig:
     threads: int = 2              # torch threads (bit-identical reruns need the same count)
     # caption corpus (drseg.data.captions.make_corpus)
     corpus_seed: int = 1000       # its own seed, apart from the benchmark's prepare.seed
-    corpus_size: int = 12000
+    corpus_size: int = 8000
     heldout_seed: int = 2000      # held-out captioned images for retrieval / presence
     heldout_size: int = 1000
     scene_size: int = 128
@@ -518,11 +518,11 @@ class PretrainConfig:
     crop_min: float = 0.2
     crop_max: float = 0.6
     min_fraction_scene: float = 0.01
-    min_fraction_crop: float = 0.1
+    min_fraction_crop: float = 0.2
     max_names: int = 5
     views_per_scene: int = 8
     # optimisation (train_clip)
-    steps: int = 500
+    steps: int = 400
     batch_size: int = 128
     lr: float = 1.0e-3
     weight_decay: float = 0.1
