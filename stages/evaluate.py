@@ -102,11 +102,14 @@ def run(args: argparse.Namespace, params: dict) -> dict:
             sha = file_sha256(args.checkpoint)
             run_id = _training_run(sha)
             tags = {"mode": cfg.mode, "class_list_variant": clv, "train_dataset": train_ds}
-            with tracking.start_run("evaluate", args.variant, run_id=run_id,
-                                    params=None if run_id else {"evaluate": {**block, **data}},
-                                    tags=None if run_id else {"checkpoint_sha256": sha}) as r:
-                import mlflow
+            import mlflow
 
+            if run_id:  # reopen the training run as it is (its stage/variant tags unchanged)
+                ctx = tracking._mlflow().start_run(run_id=run_id)
+            else:
+                ctx = tracking.start_run("evaluate", args.variant, params={"evaluate": {**block, **data}},
+                                         tags={"checkpoint_sha256": sha})
+            with ctx as r:
                 mlflow.set_tags(tags)
                 tracking.log_metrics({k: v for k, v in summary.items() if k != "variant"})
                 tracking.log_metrics({n: {"images_per_s": s["images_per_s"]} for n, s in speed.items()},
