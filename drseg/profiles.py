@@ -159,7 +159,7 @@ def paper_profile(backbone: str, source: str) -> Profile:
                  "class_list_variant": "rskt-v1", "clip_model": None, "input_size": None,
                  "device": "cuda", "num_workers": 8},
         "model": {"preset": preset, "variant": "drseg", "rotations": True, "pdgr": True,
-                  "spsd": True, "ugaf": True, "fusion": "ugaf", "rho": p["rho"], "k": p["k"],
+                  "spsd": True, "ugaf": True, "fusion": "ugaf", "rho": None, "k": p["k"],
                   "sigma_f": p["sigma_f"], "sigma_s": p["sigma_s"],
                   "templates": [p["template"]], "prior": p["prior"], "prior_kwargs": Replace({}),
                   "clip_checkpoint": Ref("weights.clip_checkpoint"),

@@ -61,16 +61,30 @@ def variant_overrides(params: dict, variant: str) -> tuple[dict, dict]:
 
 def resolve_model_config(params: dict, variant: str, clip_checkpoint: str | None = None):
     """The ModelConfig of a variant: ``model`` block (preset + fields), then the variant's
-    overrides, then the checkpoint path given on the command line."""
+    overrides, then the CLIP weights (``model.clip_checkpoint`` when the resolved params set
+    it, e.g. through a paper profile, else the command-line path of the tiny CLIP).
+
+    SPSD's semantic ratio (Eq. 5) is applied here, per training run: a DR-Seg variant that
+    slices by the channel index and sets no ``rho`` of its own takes ``spsd.rho``, so
+    ``dvc exp run -S spsd.rho=0.4`` retrains exactly the variants that use that ratio.
+    """
+    from _common import clip_checkpoint as choose_clip
+
     from drseg.models.drseg import make_config
 
     block = dict(section(params, "model"))
     preset = block.pop("preset", "tiny")
     model_ov, _ = variant_overrides(params, variant)
     block.update(model_ov)
-    if clip_checkpoint:
-        block["clip_checkpoint"] = str(clip_checkpoint)
-    return make_config(preset, block)
+    chosen = choose_clip({"model": block}, clip_checkpoint)
+    if chosen:
+        block["clip_checkpoint"] = chosen
+    cfg = make_config(preset, block)
+    if cfg.rho is None and cfg.variant == "drseg" and cfg.pdgr and cfg.spsd:
+        rho = (params.get("spsd") or {}).get("rho")
+        if rho is not None:
+            cfg = make_config(preset, {**block, "rho": float(rho)})
+    return cfg
 
 
 def train_block(params: dict, variant: str) -> tuple[dict, dict]:
