@@ -15,16 +15,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                     "files or --from-mlflow)"),
     "predict": ("drseg.predict", "segment your own images / GeoTIFFs with a trained "
                                  "checkpoint and any class names"),
+    "profile": ("drseg.profiles", "show the params a profile resolves to and check its input "
+                                  "files"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with one subparser per command."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per command; with ``only``, just that
+    command's module is imported (its arguments are the only ones parsed)."""
     ap = argparse.ArgumentParser(prog="drseg", description="DR-Seg reproduction pipeline")
     sub = ap.add_subparsers(dest="command", metavar="command", required=True)
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
-        importlib.import_module(module).add_arguments(p)
+        if only in (None, name):
+            importlib.import_module(module).add_arguments(p)
         p.set_defaults(_module=module)
     return ap
 
@@ -33,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the command; bad input exits with its message, status 2."""
     from drseg.errors import DrsegInputError
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    only = argv[0] if argv and argv[0] in COMMANDS else None
+    args = build_parser(only).parse_args(argv)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except DrsegInputError as e:
