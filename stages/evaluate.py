@@ -28,7 +28,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_params, section, setup_logging  # noqa: E402  (puts the root on sys.path)
 
-from drseg.errors import DrsegInputError  # noqa: E402
 
 log = logging.getLogger("drseg.evaluate")
 
