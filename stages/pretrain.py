@@ -112,7 +112,7 @@ def run_train(checkpoint: Path, metrics_dir: Path, figure: Path, block: dict,
     n = min(cfg.figure_samples, len(heldout))
     pick = np.linspace(0, len(heldout) - 1, n).round().astype(int)
     idx, cos = P.top_captions(img[pick], txt, k=3)
-    retrieved = [[(heldout.captions[j], float(c), bool(groups[j] == groups[i]))
+    retrieved = [[(heldout.captions[j], float(c), P.caption_match(heldout.named[i], heldout.named[j]))
                   for j, c in zip(idx[r], cos[r])] for r, i in enumerate(pick)]
     P.retrieval_figure(heldout.images[pick], [heldout.captions[i] for i in pick], retrieved, figure)
 

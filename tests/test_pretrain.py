@@ -266,3 +266,10 @@ def test_stage_train_and_zeroshot_write_their_outputs(test_model_name, tmp_path,
     assert z["mIoU"] == z["per_input_size"]["32"]["mIoU"]
     assert z["ratio_to_constant"] == pytest.approx(z["mIoU"] / z["constant_mIoU"])
     assert (tmp_path / "fig" / "pretrain_zeroshot.pdf").is_file()
+
+
+def test_caption_match_levels():
+    a = np.array([1, 1, 0, 0], bool)
+    assert P.caption_match(a, a.copy()) == "same"
+    assert P.caption_match(a, np.array([1, 1, 1, 0], bool)) == "overlap"  # 2/3
+    assert P.caption_match(a, np.array([1, 0, 1, 1], bool)) == "other"  # 1/4

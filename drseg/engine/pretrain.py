@@ -589,15 +589,30 @@ def top_captions(image_emb: torch.Tensor, text_emb: torch.Tensor, k: int = 3
     return top.indices.numpy(), top.values.numpy()
 
 
+MATCH_COLORS = {"same": "tab:green", "overlap": "tab:orange", "other": "tab:red"}
+
+
+def caption_match(named_image: np.ndarray, named_caption: np.ndarray) -> str:
+    """How a retrieved caption's concepts relate to the image's own: ``"same"`` set,
+    ``"overlap"`` (Jaccard >= 0.5) or ``"other"``. Both args: bool (C,)."""
+    if (named_image == named_caption).all():
+        return "same"
+    inter = (named_image & named_caption).sum()
+    union = (named_image | named_caption).sum()
+    return "overlap" if union and inter / union >= 0.5 else "other"
+
+
 def retrieval_figure(images: np.ndarray, true_captions: Sequence[str],
-                     retrieved: Sequence[Sequence[tuple[str, float, bool]]], path: str | Path) -> list[Path]:
-    """A few images with their top retrieved captions (green = names the same concepts as the
-    image's own caption, red = not); saved as ``path`` (.png) and the same stem .pdf.
+                     retrieved: Sequence[Sequence[tuple[str, float, str]]], path: str | Path) -> list[Path]:
+    """A few images with their top retrieved captions, coloured by :func:`caption_match`
+    (green = names the same concepts as the image's own caption, orange = at least half of
+    them in common, red = less); saved as ``path`` (.png) and the same stem .pdf.
 
     Args:
         images: uint8 (n, H, W, 3).
         true_captions: the images' own captions.
-        retrieved: per image, ``(caption, cosine, correct)`` best first.
+        retrieved: per image, ``(caption, cosine, match)`` best first, match a key of
+            :data:`MATCH_COLORS`.
         path: the .png path.
 
     Returns:
@@ -618,10 +633,12 @@ def retrieval_figure(images: np.ndarray, true_captions: Sequence[str],
         ax.set_axis_off()
         ax.text(0.0, 0.92, f"own: {true_captions[i]}", fontsize=8, color="0.25", va="top",
                 transform=ax.transAxes)
-        for r, (cap, cos, ok) in enumerate(retrieved[i]):
+        for r, (cap, cos, match) in enumerate(retrieved[i]):
             ax.text(0.0, 0.68 - 0.22 * r, f"{r + 1}. {cap}  ({cos:.2f})", fontsize=8.5,
-                    color="tab:green" if ok else "tab:red", va="top", transform=ax.transAxes)
-    fig.suptitle("Tiny CLIP (synthetic, held-out): top retrieved captions per image", fontsize=10)
+                    color=MATCH_COLORS[match], va="top", transform=ax.transAxes)
+    fig.suptitle("Tiny CLIP, held-out synthetic images: top-3 retrieved captions (cosine)\n"
+                 "green: same concepts as the image's caption; orange: half or more in common; "
+                 "red: fewer", fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
