@@ -113,7 +113,7 @@ PAPER = {
     "slide_size": 640,  # slide evaluation (CAT-Seg / OVRS), windows of the model input
     "slide_stride": 256,
     "ablation_datasets": ["Potsdam", "VDD", "UAVid", "UDD5"],  # section 4.3
-    "table5_rho": {"rho0.3": 0.3, "rho0.4": 0.4, "rho0.6": 0.6, "rho0.7": 0.7},
+    "table5_rho": {"rho03": 0.3, "rho04": 0.4, "rho06": 0.6, "rho07": 0.7},
     "table6_k": {"k20": 20, "k40": 40, "k50": 50, "k100": 100},
 }
 

@@ -145,8 +145,8 @@ def test_paper_profile_resolves_to_the_papers_hyperparameters(name, repo_params,
     # Tables 5 and 6 sweeps at the paper's values; Table 3 DINOv1 rows from the RSIB file
     assert {v: params["variants"][v]["k"] for v in ("k20", "k40", "k50", "k100")} == \
         {"k20": 20, "k40": 40, "k50": 50, "k100": 100}
-    assert {v: params["variants"][v]["rho"] for v in ("rho0.3", "rho0.4", "rho0.6", "rho0.7")} == \
-        {"rho0.3": 0.3, "rho0.4": 0.4, "rho0.6": 0.6, "rho0.7": 0.7}
+    assert {v: params["variants"][v]["rho"] for v in ("rho03", "rho04", "rho06", "rho07")} == \
+        {"rho03": 0.3, "rho04": 0.4, "rho06": 0.6, "rho07": 0.7}
     for v in ("holistic-dinov1", "prior-dinov1"):
         mv = resolve_model_config(params, v)
         assert mv.prior == "vit_base_patch8_224" and mv.prior_kwargs == {}
