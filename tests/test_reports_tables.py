@@ -122,7 +122,7 @@ def test_emphasis_uses_printed_precision():
 
 def test_fixture_ties_are_marked_in_the_latex(tables):
     t5 = T.to_latex(tables["table5"])
-    # rho=0.4 and the default (0.5) print the same m-mIoU, both second best
+    # rho 0.4 (rho04) and the default (0.5) print the same m-mIoU, both second best
     assert "0.4 & \\underline{39.61}" in t5 and "0.5 & \\underline{39.61}" in t5
     t6 = T.to_latex(tables["table6"])
     # k=50 is higher than k=75 in m-fwIoU by 0.003: both print 49.63, both bold
@@ -246,7 +246,7 @@ def test_swept_label_that_contradicts_params_is_refused(params):
     p = yaml.safe_load(yaml.safe_dump(params))
     p["report"]["tables"]["table5"][0]["rho"] = 0.35
     with pytest.raises(DrsegInputError, match=r"table5\[0\]\.rho: label 0\.35 disagrees with "
-                                              r"variants\.rho0\.3\.rho = 0\.3"):
+                                              r"variants\.rho03\.rho = 0\.3"):
         options_from_params(p)
 
 
