@@ -182,16 +182,16 @@ def write_runs_script(path: str | Path, runs: Mapping[str, object], ui: str) -> 
             for v, r in sorted(runs.items())}
     text = (f"window.DRSEG_MLFLOW_UI = {json.dumps(ui)};\n"
             f"window.DRSEG_RUNS = {json.dumps(data, indent=1, sort_keys=True)};\n")
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(p)
-    return p
+    return _write_atomic(path, text)
 
 
 def write_page(path: str | Path, text: str) -> Path:
     """Write the page atomically."""
+    return _write_atomic(path, text)
+
+
+def _write_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to a temporary sibling, then rename it over ``path``."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
