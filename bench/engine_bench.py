@@ -23,6 +23,7 @@ Sections (each recorded even when another fails):
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -89,13 +90,20 @@ def time_fn(fn, device, warmup: int, reps: int) -> list[float]:
     return out
 
 
-def make_step(model, opt, params, images, masks, vocab, amp, clip=0.01, compiled=None):
+def make_step(model, opt, params, images, masks, vocab, amp, clip=0.01, compiled=None,
+              graphed=False):
+    """One training step as the engine runs it (labels checked in the loader, not here)."""
     net = compiled if compiled is not None else model
+    # the engine checks labels in its loader workers (no host sync in the step); models from
+    # before that change have no `check` argument
+    loss_kw = {"check": False} if "check" in inspect.signature(model.loss).parameters else {}
 
     def step():
+        if graphed:
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
             logits = net(images, vocab)
-        loss = model.loss(logits.float(), masks)
+        loss = model.loss(logits.float(), masks, **loss_kw)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, clip)
@@ -266,9 +274,10 @@ def loader_only(ds, ec) -> float:
     device since the second measurement), no model."""
     from torch.utils.data import DataLoader
 
-    from drseg.engine.evaluate import _collate, _EvalInputs
+    from drseg.engine.evaluate import _collate, _EvalInputs, _worker_init
 
-    dl = DataLoader(_EvalInputs(ds, range(len(ds))), batch_size=ec.batch_size, num_workers=ec.num_workers,
+    dl = DataLoader(_EvalInputs(ds, range(len(ds)), len(ds.classes)), batch_size=ec.batch_size, num_workers=ec.num_workers,
+                    worker_init_fn=_worker_init if ec.num_workers else None,
                     collate_fn=_collate, pin_memory=True, **({"prefetch_factor": 4} if ec.num_workers else {}))
     t = time.perf_counter()
     n = sum(len(b["mask"]) for b in dl)
@@ -318,6 +327,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="tiny preset on CPU (smoke test)")
     ap.add_argument("--sections", default="step,loop,eval,vitl,compile")
     ap.add_argument("--budget-s", type=float, default=540, help="skip sections once this is spent")
+    ap.add_argument("--eval-images", type=int, default=512, help="images of the fake eval archive")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
@@ -352,14 +362,14 @@ def main(argv=None):
         configs = configs[1:3]
     plan = [
         ("step", lambda: bench_train_step(preset, device, batch, configs, warmup, reps, "train_step", results)),
-        ("eval", lambda: bench_eval(preset, device, 64 if args.quick else 512, 4 if args.quick else 32,
+        ("eval", lambda: bench_eval(preset, device, 64 if args.quick else args.eval_images, 4 if args.quick else 32,
                                     0 if args.quick else 12, results)),
         ("loop", lambda: bench_train_loop(preset, device, batch, 4 if args.quick else 40,
                                           0 if args.quick else 8, results)),
         ("profile", lambda: bench_profile(preset, device, batch, results)),
         ("spread", lambda: bench_train_step(preset, device, batch, configs[1:3] + configs[1:2], warmup, 20,
                                             "train_step_repeat", results)),
-        ("eval_compile", lambda: bench_eval(preset, device, 64 if args.quick else 512, 4 if args.quick else 32,
+        ("eval_compile", lambda: bench_eval(preset, device, 64 if args.quick else args.eval_images, 4 if args.quick else 32,
                                             0 if args.quick else 12, results, compile_model=True)),
         ("vitl", lambda: bench_train_step("tiny" if args.quick else "vitl14-336", device, batch,
                                           [("eager_bf16_fused", {"fused": True})], warmup, reps,

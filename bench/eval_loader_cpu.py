@@ -37,7 +37,7 @@ def main(argv=None) -> None:
     tmp = tempfile.mkdtemp()
     make_fake_archive(Path(tmp), args.images, 512)
     ds = open_split(tmp, "Potsdam", "all")
-    new = _EvalInputs(ds, range(len(ds)))
+    new = _EvalInputs(ds, range(len(ds)), len(ds.classes))
 
     def old(i):
         x = ds[i]["image"][None]  # (1, 3, H, W) float

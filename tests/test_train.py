@@ -45,7 +45,7 @@ class TinySeg(nn.Module):
         t = self.text(self.class_vectors(vocab))  # (K, D)
         return torch.einsum("bdhw,kd->bkhw", f, t)
 
-    def loss(self, logits, masks):
+    def loss(self, logits, masks, check=True):
         k = logits.shape[1]
         up = F.interpolate(logits, size=masks.shape[-2:], mode="bilinear", align_corners=False)
         valid = masks != 255
@@ -178,6 +178,15 @@ def test_nan_loss_stops_naming_iteration_and_files_and_keeps_last_good(tmp_path)
     assert not (tmp_path / "model_final.pt").exists()
 
 
+def test_label_id_out_of_range_is_named_with_its_file(tmp_path):
+    """Labels are checked in the loader (not by a host sync in the step): an id >= K that is
+    not the ignore id stops training with the file named."""
+    ds = ColourBlobs(n=8)
+    ds.items[3]["mask"][5, 5] = 7  # 4 classes
+    with pytest.raises(DrsegInputError, match=r"blobs/img_003\.png: label id 7 outside 0\.\.3"):
+        _run(tmp_path, _cfg(iterations=4, crop=24), dataset=ds)
+
+
 def test_full_disk_while_checkpointing_keeps_previous(tmp_path, monkeypatch):
     _run(tmp_path, _cfg(iterations=4))
     last = tmp_path / "last.pt"
@@ -241,6 +250,7 @@ def test_sample_plan_splits_global_batch_over_ranks():
     ({"amp": "fp8"}, "train.amp"),
     ({"batch_size": 0}, "train.batch_size"),
     ({"flip": "yes"}, "train.flip"),
+    ({"compile_mode": "fast"}, "train.compile_mode: expected one of default, reduce-overhead"),
 ])
 def test_bad_train_params_are_named(block, match):
     with pytest.raises(DrsegInputError, match=match):

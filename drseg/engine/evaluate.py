@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from drseg.data.dataset import SegDataset
 from drseg.data.transforms import IGNORE, resize_image, resize_short_side
 from drseg.engine.distributed import DistInfo, all_reduce_sum
 from drseg.engine.metrics import confusion_matrix_unchecked, mean_over_datasets, summarize
@@ -123,23 +124,39 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
 
 
 class _EvalInputs(Dataset):
-    """Decodes one sample in the loader's workers; the image goes out as uint8 (4x fewer bytes
-    to pin and copy) and is resized on the device (:func:`_prepare_images`)."""
+    """Decodes one sample in the loader's workers and checks its labels there.
 
-    def __init__(self, base: Dataset, indices: Sequence[int]):
-        self.base, self.indices = base, list(indices)
+    The image goes out as uint8 (4x fewer bytes to pin and copy) and is resized on the device
+    (:func:`_prepare_images`); the mask as uint8 class ids (8x fewer bytes than int64). A
+    :class:`~drseg.data.dataset.SegDataset` is read through its ``load`` (uint8 arrays straight
+    from the decoder, no float round trip). Label ids outside ``0..K-1`` that are not the
+    ignore id raise here, naming the file, so the evaluation loop needs no host sync for them.
+    """
+
+    def __init__(self, base: Dataset, indices: Sequence[int], num_classes: int):
+        self.base, self.indices, self.num_classes = base, list(indices), num_classes
 
     def __len__(self):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> dict:
-        s = self.base[self.indices[i]]
-        img = s["image"]
-        if img.ndim != 3 or img.shape[0] != 3:
-            raise DrsegInputError(f"{s.get('path', i)}: expected a (3, H, W) image, got {tuple(img.shape)}")
-        if img.dtype != torch.uint8:
-            img = img.clamp(0, 255).round().to(torch.uint8)  # readers give integral 0..255 values
-        return {"image": img, "mask": s["mask"], "path": str(s.get("path", i))}
+        j = self.indices[i]
+        if isinstance(self.base, SegDataset) and self.base.transform is None:
+            image, mask = self.base.load(j)  # uint8 (H, W, 3), uint8 (H, W)
+            if not image.flags.writeable:  # a read-only decoder buffer: torch wants writable
+                image = image.copy()
+            img = torch.from_numpy(image).permute(2, 0, 1)
+            mask = torch.from_numpy(mask)
+            path = str(self.base.pairs[j][0])
+        else:
+            s = self.base[j]
+            img, mask, path = s["image"], torch.as_tensor(s["mask"]), str(s.get("path", j))
+            if img.ndim != 3 or img.shape[0] != 3:
+                raise DrsegInputError(f"{path}: expected a (3, H, W) image, got {tuple(img.shape)}")
+            if img.dtype != torch.uint8:
+                img = img.clamp(0, 255).round().to(torch.uint8)  # readers give integral 0..255 values
+        _check_labels(mask, path, self.num_classes)
+        return {"image": img, "mask": mask.to(torch.uint8), "path": path}
 
 
 def _collate(samples):
@@ -168,14 +185,18 @@ def _prepare_images(images: torch.Tensor | list[torch.Tensor], cfg: EvalConfig,
     return out[0] if len(out) == 1 else torch.cat(out)
 
 
-def _check_labels(masks: Sequence[torch.Tensor], paths: Sequence[str], k: int) -> None:
-    """One host sync per batch: every label id is < k or the ignore id; else name the file."""
-    bad = torch.stack([((m != IGNORE) & ((m < 0) | (m >= k))).any() for m in masks])
+def _check_labels(mask: torch.Tensor, path: str, k: int) -> None:
+    """Every label id of ``mask`` (CPU) is < k or the ignore id; else raise naming the file."""
+    bad = (mask != IGNORE) & ((mask < 0) | (mask >= k))
     if bool(bad.any()):
-        i = int(bad.nonzero()[0])
-        m = masks[i][masks[i] != IGNORE]
-        raise DrsegInputError(f"{paths[i]}: confusion_matrix: ids must lie in [0, {k}) or equal "
+        m = mask[mask != IGNORE]
+        raise DrsegInputError(f"{path}: confusion_matrix: ids must lie in [0, {k}) or equal "
                               f"ignore_index {IGNORE}; found values in [{int(m.min())}, {int(m.max())}]")
+
+
+def _worker_init(_: int) -> None:
+    """One intra-op thread per loader worker (the workers are the parallelism)."""
+    torch.set_num_threads(1)
 
 
 def _scores_to_labels(scores: torch.Tensor, masks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -264,8 +285,9 @@ def evaluate_dataset(model: torch.nn.Module, dataset: Dataset, vocab: Sequence[s
     kw: dict[str, Any] = {}
     if cfg.num_workers > 0:
         kw.update(prefetch_factor=4, persistent_workers=False)
-    loader = DataLoader(_EvalInputs(dataset, indices), batch_size=cfg.batch_size, shuffle=False,
-                        num_workers=cfg.num_workers, collate_fn=_collate,
+    loader = DataLoader(_EvalInputs(dataset, indices, len(vocab)), batch_size=cfg.batch_size,
+                        shuffle=False, num_workers=cfg.num_workers, collate_fn=_collate,
+                        worker_init_fn=_worker_init if cfg.num_workers > 0 else None,
                         pin_memory=device.type == "cuda", **kw)
     conf = torch.zeros(len(vocab), len(vocab), dtype=torch.int64, device=device)
     model.eval()
@@ -279,7 +301,6 @@ def evaluate_dataset(model: torch.nn.Module, dataset: Dataset, vocab: Sequence[s
             scores = _forward(model, images, vocab, cfg, device)
         else:
             scores = _slide_scores(model, images, vocab, cfg, device)
-        _check_labels(masks, batch["path"], len(vocab))
         for pred, gt in zip(_scores_to_labels(scores, masks), masks):
             conf += confusion_matrix_unchecked(pred, gt, len(vocab))  # no host sync
         n += len(masks)

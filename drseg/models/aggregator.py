@@ -26,6 +26,12 @@ from drseg.errors import DrsegInputError
 class GuidedWindowAttention(nn.Module):
     """Window attention with relative position bias; q, k see ``[x || guidance]``, v sees x.
 
+    ``q([x || g]) = W_q,x x + W_q,g g + b_q``: the linear map on the concatenation, split by
+    input columns (parameters keep the reference layout, ``q.weight`` of shape
+    (dim, dim + G)). The appearance guidance is the same for the K class maps of an image, so
+    its half is projected once per image (:meth:`project_guidance`) and broadcast over the
+    classes instead of being concatenated to every class map.
+
     Args:
         dim: token width. guidance_dim: appearance guidance width (0 = none).
         window: window side. heads: attention heads.
@@ -35,7 +41,7 @@ class GuidedWindowAttention(nn.Module):
         super().__init__()
         if dim % heads:
             raise DrsegInputError(f"model.hidden_dim {dim} is not divisible by {heads} heads")
-        self.heads, self.window = heads, window
+        self.heads, self.window, self.dim = heads, window, dim
         self.q = nn.Linear(dim + guidance_dim, dim)
         self.k = nn.Linear(dim + guidance_dim, dim)
         self.v = nn.Linear(dim, dim)
@@ -45,21 +51,61 @@ class GuidedWindowAttention(nn.Module):
         self.register_buffer("bias_index", get_relative_position_index(window, window).flatten(),
                              persistent=False)
 
-    def forward(self, x: torch.Tensor, guidance: torch.Tensor | None,
-                mask: torch.Tensor | None) -> torch.Tensor:
-        """x (nW*B, L, dim), guidance (nW*B, L, G) or None, mask (nW, L, L) or None."""
+    def project_guidance(self, guidance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W_q,g g, W_k,g g)``: the guidance halves of the q and k projections.
+
+        Args:
+            guidance: (..., G) guidance tokens.
+
+        Returns:
+            two (..., dim) tensors.
+        """
+        d = self.dim
+        return F.linear(guidance, self.q.weight[:, d:]), F.linear(guidance, self.k.weight[:, d:])
+
+    def forward(self, x: torch.Tensor, guidance: tuple[torch.Tensor, torch.Tensor] | None,
+                mask: torch.Tensor | None, windows: int = 1, groups: int = 1) -> torch.Tensor:
+        """Attention inside every window.
+
+        Args:
+            x: (N*nW, L, dim) window tokens of N maps in ``window_partition`` order (block
+                ``n * nW + w``), N = B*K with map ``n = b * K + k``.
+            guidance: :meth:`project_guidance` of the (B*nW, L, G) guidance windows (shared
+                by the K maps of image b), or None.
+            mask: (nW, L, L) additive shift mask, or None.
+            windows: nW, windows per map. groups: K, maps per image.
+
+        Returns:
+            (N*nW, L, dim).
+        """
         n, L, dim = x.shape
-        xg = x if guidance is None else torch.cat([x, guidance], dim=-1)
-        q = self.q(xg).view(n, L, self.heads, -1).transpose(1, 2)  # (n, heads, L, d)
-        k = self.k(xg).view(n, L, self.heads, -1).transpose(1, 2)
-        v = self.v(x).view(n, L, self.heads, -1).transpose(1, 2)
-        bias = self.bias_table[self.bias_index].view(L, L, -1).permute(2, 0, 1)  # (heads, L, L)
-        bias = bias.unsqueeze(0).to(q.dtype)
-        if mask is not None:
-            nw = mask.shape[0]
-            bias = (bias + mask.unsqueeze(1).to(q.dtype)).repeat(n // nw, 1, 1, 1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.expand(n, -1, -1, -1))
-        return self.proj(out.transpose(1, 2).reshape(n, L, dim))
+        heads, hd = self.heads, dim // self.heads
+        q = F.linear(x, self.q.weight[:, :dim], self.q.bias)
+        k = F.linear(x, self.k.weight[:, :dim], self.k.bias)
+        v = self.v(x)
+        if guidance is not None:
+            gq, gk = (g.view(-1, 1, windows, L, dim) for g in guidance)  # (B, 1, nW, L, dim)
+            q = (q.view(-1, groups, windows, L, dim) + gq).view(n, L, dim)
+            k = (k.view(-1, groups, windows, L, dim) + gk).view(n, L, dim)
+        bias = self.bias_table[self.bias_index].view(L, L, heads).permute(2, 0, 1)  # (h, L, L)
+        if mask is None:  # one bias for every window: (n, heads, L, L) broadcast
+            q, k, v = (t.view(n, L, heads, hd).transpose(1, 2) for t in (q, k, v))
+            bias = bias.unsqueeze(0).to(q.dtype).expand(n, -1, -1, -1)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+            return self.proj(out.transpose(1, 2).reshape(n, L, dim))
+        # the shift mask depends on the window: windows x heads as the head axis, so that one
+        # (1, nW*heads, L, L) bias broadcasts over the N maps (no per-map copy of the mask)
+        maps = n // windows
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            t = t.view(maps, windows, L, heads, hd).permute(0, 1, 3, 2, 4)
+            return t.reshape(maps, windows * heads, L, hd)
+
+        bias = (bias.unsqueeze(0) + mask.unsqueeze(1).to(bias.dtype))  # (nW, heads, L, L)
+        bias = bias.reshape(1, windows * heads, L, L).to(q.dtype).expand(maps, -1, -1, -1)
+        out = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=bias)
+        out = out.view(maps, windows, heads, L, hd).permute(0, 1, 3, 2, 4).reshape(n, L, dim)
+        return self.proj(out)
 
 
 class GuidedSwinBlock(nn.Module):
@@ -93,18 +139,38 @@ class GuidedSwinBlock(nn.Module):
         diff = win.unsqueeze(1) - win.unsqueeze(2)  # (nW, L, L)
         return diff.ne(0).float() * -100.0
 
-    def forward(self, x: torch.Tensor, guidance: torch.Tensor | None) -> torch.Tensor:
-        """x (N, h, w, dim), guidance (N, h, w, G) or None -> (N, h, w, dim)."""
+    def _windows(self, t: torch.Tensor) -> torch.Tensor:
+        """(N, h, w, C) -> (N*nW, L, C): cyclic shift, then window partition."""
+        if self.shift:
+            t = torch.roll(t, (-self.shift, -self.shift), dims=(1, 2))
+        return window_partition(t, (self.window, self.window)).flatten(1, 2)
+
+    def forward(self, x: torch.Tensor, guidance: torch.Tensor | None,
+                groups: int | None = None) -> torch.Tensor:
+        """One block.
+
+        Args:
+            x: (N, h, w, dim) class maps, N = B*K with map ``n = b * K + k``.
+            guidance: (B, h, w, G) appearance guidance of the B images (shared by their K
+                maps), (N, h, w, G) per map, or None.
+            groups: K (None: N / B from the shapes).
+
+        Returns:
+            (N, h, w, dim).
+        """
         N, h, w, dim = x.shape
         win = self.window
-        y = self.norm1(x)
+        windows = (h // win) * (w // win)
+        g = None
         if guidance is not None:
-            y = torch.cat([y, guidance], dim=-1)  # (N, h, w, dim + G)
-        if self.shift:
-            y = torch.roll(y, (-self.shift, -self.shift), dims=(1, 2))
-        yw = window_partition(y, (win, win)).flatten(1, 2)  # (nW*N, L, dim + G)
-        g = yw[..., dim:] if guidance is not None else None
-        out = self.attn(yw[..., :dim], g, self._mask(h, w, x.device))  # (nW*N, L, dim)
+            if groups is None:
+                groups = N // guidance.shape[0]
+            if guidance.shape[0] * groups != N:
+                raise DrsegInputError(f"aggregator: guidance for {guidance.shape[0]} images does "
+                                      f"not match {N} maps of {groups} classes")
+            g = self.attn.project_guidance(self._windows(guidance))  # per image, (B*nW, L, dim)
+        yw = self._windows(self.norm1(x))  # (N*nW, L, dim)
+        out = self.attn(yw, g, self._mask(h, w, x.device), windows, groups or 1)
         out = window_reverse(out.view(-1, win, win, dim), (win, win), h, w)  # (N, h, w, dim)
         if self.shift:
             out = torch.roll(out, (self.shift, self.shift), dims=(1, 2))
@@ -137,10 +203,9 @@ class SpatialStep(nn.Module):
         t = x.permute(0, 2, 3, 4, 1).reshape(B * K, h, w, E)  # (B*K, h, w, E)
         g = None
         if guidance is not None and self.guidance_norm is not None:
-            g = self.guidance_norm(guidance.permute(0, 2, 3, 1))  # (B, h, w, G)
-            g = g.unsqueeze(1).expand(-1, K, -1, -1, -1).reshape(B * K, h, w, -1)
+            g = self.guidance_norm(guidance.permute(0, 2, 3, 1))  # (B, h, w, G), shared by K
         for blk in self.blocks:
-            t = blk(t, g)
+            t = blk(t, g, K)
         return t.view(B, K, h, w, E).permute(0, 4, 1, 2, 3)
 
 
@@ -159,6 +224,39 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     kv = torch.einsum("nshd,nshv->nhdv", k, v / length)
     z = 1.0 / (torch.einsum("nlhd,nhd->nlh", q, k.sum(dim=1)) + eps)
     return torch.einsum("nlhd,nhdv,nlh->nlhv", q, kv, z) * length
+
+
+def bilinear_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) weights of 1-d linear interpolation with ``align_corners=True``.
+
+    ``F.interpolate(t, size, mode="bilinear", align_corners=True)`` equals
+    ``M_h @ t @ M_w.T`` with these matrices (bilinear interpolation is separable).
+    """
+    if n_in == 1 or n_out == 1:
+        m = torch.zeros(n_out, n_in, dtype=torch.float64)
+        m[:, 0] = 1.0
+        return m.float()
+    pos = torch.arange(n_out, dtype=torch.float64) * (n_in - 1) / (n_out - 1)
+    lo = pos.floor().long().clamp(max=n_in - 2)
+    frac = pos - lo
+    m = torch.zeros(n_out, n_in, dtype=torch.float64)
+    rows = torch.arange(n_out)
+    m[rows, lo] = 1 - frac
+    m[rows, lo + 1] += frac
+    return m.float()
+
+
+def upsample_bilinear(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling (``align_corners=True``) of (..., h, w) as two matrix products.
+
+    The same linear map as ``F.interpolate(..., mode="bilinear", align_corners=True)``, run as
+    GEMMs in the input's (autocast) dtype. Why: at the paper shape the class step upsamples
+    136 x 128 maps of 12 x 12, and CUDA's NCHW interpolation kernel, parallel only over the
+    576 output pixels and run in float32 under autocast, took 9 ms of a 111 ms step (H100).
+    """
+    mh = bilinear_matrix(t.shape[-2], size[0]).to(t.device)
+    mw = bilinear_matrix(t.shape[-1], size[1]).to(t.device)
+    return torch.matmul(torch.matmul(mh.to(t.dtype), t), mw.T.to(t.dtype))
 
 
 class ClassStep(nn.Module):
@@ -188,19 +286,21 @@ class ClassStep(nn.Module):
         hp, wp = t.shape[-2:]
         t = t.view(B, K, E, hp * wp).permute(0, 3, 1, 2).reshape(B * hp * wp, K, E)
         y = self.norm1(t)
-        if guidance is not None:
-            g = guidance.unsqueeze(1).expand(-1, hp * wp, -1, -1).reshape(B * hp * wp, K, -1)
-            yg = torch.cat([y, g], dim=-1)
-        else:
-            yg = y
-        q = self.q(yg).view(B * hp * wp, K, self.heads, -1)
-        k = self.k(yg).view(B * hp * wp, K, self.heads, -1)
+        q = F.linear(y, self.q.weight[:, :E], self.q.bias)
+        k = F.linear(y, self.k.weight[:, :E], self.k.bias)
+        if guidance is not None:  # [y || g] split by columns; g is shared by the positions
+            gq = F.linear(guidance, self.q.weight[:, E:]).unsqueeze(1)  # (B, 1, K, E)
+            gk = F.linear(guidance, self.k.weight[:, E:]).unsqueeze(1)
+            q = (q.view(B, hp * wp, K, E) + gq).view(B * hp * wp, K, E)
+            k = (k.view(B, hp * wp, K, E) + gk).view(B * hp * wp, K, E)
+        q = q.view(B * hp * wp, K, self.heads, -1)
+        k = k.view(B * hp * wp, K, self.heads, -1)
         v = self.v(y).view(B * hp * wp, K, self.heads, -1)
         t = t + linear_attention(q, k, v).flatten(2)
         t = t + self.mlp(self.norm2(t))  # (B*hp*wp, K, E)
         t = t.view(B, hp * wp, K, E).permute(0, 2, 3, 1).reshape(B * K, E, hp, wp)
         if pool > 1:
-            t = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=True)
+            t = upsample_bilinear(t, (h, w))  # = F.interpolate(bilinear, align_corners=True)
         return x + t.view(B, K, E, h, w).transpose(1, 2)
 
 

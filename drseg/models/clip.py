@@ -344,16 +344,35 @@ def encode_vocab(clip_model: nn.Module, tokenizer, vocab: Sequence[str],
     Returns:
         ``(text_emb, group)``: (T, C) unit-norm embeddings and the (T,) class index of each.
     """
+    tokens, group = tokenize_vocab(tokenizer, vocab, templates)
+    device = next(clip_model.parameters()).device
+    return encode_tokens(clip_model, tokens.to(device), len(templates)), group.to(device)
+
+
+def tokenize_vocab(tokenizer, vocab: Sequence[str],
+                   templates: Sequence[str] = DEFAULT_TEMPLATES) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokens of every (synonym, template) sentence, synonym-major, and the class index.
+
+    Args:
+        tokenizer: the CLIP tokenizer. vocab: class entries (comma synonyms). templates: prompt
+            templates with one ``{}``.
+
+    Returns:
+        ``(tokens, group)``: (T * P, context) long tokens on the CPU and the (T,) class index.
+    """
     if not templates:
         raise DrsegInputError("model.templates: empty template list")
     names, group = expand_vocab(vocab)
     sentences = [t.format(n) for n in names for t in templates]  # name-major
-    device = next(clip_model.parameters()).device
-    tokens = tokenizer(sentences).to(device)
+    return tokenizer(sentences), group
+
+
+def encode_tokens(clip_model: nn.Module, tokens: torch.Tensor, templates: int) -> torch.Tensor:
+    """(T, C) unit-norm synonym embeddings from :func:`tokenize_vocab` tokens, templates
+    averaged (each sentence L2-normalised, the mean over templates normalised again)."""
     emb = clip_model.encode_text(tokens)  # (T * P, C)
-    emb = F.normalize(emb.float(), dim=-1).view(len(names), len(templates), -1)  # (T, P, C)
-    emb = F.normalize(emb.mean(dim=1), dim=-1)  # (T, C)
-    return emb, group.to(device)
+    emb = F.normalize(emb.float(), dim=-1).view(-1, templates, emb.shape[-1])  # (T, P, C)
+    return F.normalize(emb.mean(dim=1), dim=-1)  # (T, C)
 
 
 def class_text_embeddings(text_emb: torch.Tensor, group: torch.Tensor,

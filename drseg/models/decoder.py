@@ -43,6 +43,11 @@ class DoubleConv(nn.Module):
 class Up(nn.Module):
     """2x transposed-conv upsampling, concatenation of guidance, double conv.
 
+    The first conv of the double conv acts on ``[x || g]``; it is computed as
+    ``conv(x, W_x) + conv(g, W_g)`` (the same convolution split by input channels, zero
+    padding on both), so the guidance half runs once per image and is broadcast over the K
+    class maps instead of concatenating a copy of the guidance to every class map.
+
     Args:
         cin: input channels. cout: output channels. guidance: guidance channels.
     """
@@ -54,10 +59,19 @@ class Up(nn.Module):
 
     def forward(self, x: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
         """x (B*K, cin, H, W), guidance (B, G, 2H, 2W) -> (B*K, cout, 2H, 2W)."""
-        x = self.up(x)
-        reps = x.shape[0] // guidance.shape[0]
-        g = guidance.repeat_interleave(reps, dim=0)  # (B*K, G, 2H, 2W), class-major per image
-        return self.conv(torch.cat([x, g], dim=1))
+        x = self.up(x)  # (B*K, cin - G, 2H, 2W), class-major per image (map b * K + k)
+        if x.shape[0] % guidance.shape[0]:
+            raise DrsegInputError(f"decoder: {x.shape[0]} class maps for {guidance.shape[0]} "
+                                  "guidance images")
+        first = self.conv.net[0]
+        cx = x.shape[1]
+        y = F.conv2d(x, first.weight[:, :cx], None, padding=first.padding)  # (B*K, cout, ...)
+        yg = F.conv2d(guidance, first.weight[:, cx:], None, padding=first.padding)  # (B, ...)
+        B = guidance.shape[0]
+        y = (y.view(B, -1, *y.shape[1:]) + yg.unsqueeze(1)).view(y.shape)
+        for layer in self.conv.net[1:]:
+            y = layer(y)
+        return y
 
 
 class GuidanceUpsampler(nn.Module):
@@ -115,7 +129,7 @@ class Decoder(nn.Module):
 
 
 def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, ignore_index: int = 255,
-                      ignore_mode: str = "mask") -> torch.Tensor:
+                      ignore_mode: str = "mask", check: bool = True) -> torch.Tensor:
     """Per-class sigmoid binary cross-entropy on one-hot targets at label resolution.
 
     Args:
@@ -138,8 +152,8 @@ def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, ignore_index: i
     logits = F.interpolate(logits.float(), size=masks.shape[-2:], mode="bilinear",
                            align_corners=False)
     valid = masks != ignore_index
-    bad = valid & ((masks < 0) | (masks >= K))
-    if bad.any():
+    bad = valid & ((masks < 0) | (masks >= K)) if check else None
+    if check and bad.any():
         raise DrsegInputError(f"masks: class id {int(masks[bad][0])} outside 0..{K - 1} "
                               f"(and not the ignore id {ignore_index})")
     target = F.one_hot(masks.clamp(0, K - 1), K).permute(0, 3, 1, 2).float()  # (B, K, H, W)

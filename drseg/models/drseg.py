@@ -228,6 +228,7 @@ class DRSeg(nn.Module):
                                              cfg.decoder_guidance_dims)
         self.decoder = Decoder(hid, cfg.decoder_dims, cfg.decoder_guidance_dims)
         self._text_cache: dict = {}
+        self._token_cache: dict = {}  # tokens do not depend on the weights: never cleared
 
     # ------------------------------------------------------------------ text
     def train(self, mode: bool = True) -> "DRSeg":
@@ -243,12 +244,18 @@ class DRSeg(nn.Module):
     def text_embeddings(self, vocab: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(T, C) synonym embeddings and (T,) class index of a vocabulary.
 
-        Recomputed (with gradients) in training; cached per vocabulary in eval mode.
+        Recomputed (with gradients) in training from tokens cached per vocabulary (the
+        tokenizer runs once, not every step); the embeddings are cached per vocabulary in eval
+        mode.
         """
-        if self.training:
-            return clip_lib.encode_vocab(self.clip, self.tokenizer, vocab, self.cfg.templates)
         device = next(self.clip.parameters()).device
         key = (tuple(vocab), str(device))
+        if self.training:
+            if key not in self._token_cache:
+                tokens, group = clip_lib.tokenize_vocab(self.tokenizer, vocab, self.cfg.templates)
+                self._token_cache[key] = (tokens.to(device), group.to(device))
+            tokens, group = self._token_cache[key]
+            return clip_lib.encode_tokens(self.clip, tokens, len(self.cfg.templates)), group
         if key not in self._text_cache:
             with torch.no_grad():
                 self._text_cache[key] = clip_lib.encode_vocab(self.clip, self.tokenizer, vocab,
@@ -325,9 +332,10 @@ class DRSeg(nn.Module):
         return self._decode(cost, appearance, text_g, guidance)
 
     # ------------------------------------------------------------------ training helpers
-    def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, masks: torch.Tensor, check: bool = True) -> torch.Tensor:
         """Per-class BCE (see :func:`drseg.models.decoder.segmentation_loss`)."""
-        return segmentation_loss(logits, masks, self.cfg.ignore_index, self.cfg.loss_ignore)
+        return segmentation_loss(logits, masks, self.cfg.ignore_index, self.cfg.loss_ignore,
+                                 check)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters that train: CLIP q/v projections of both towers and the new modules."""

@@ -1,0 +1,105 @@
+"""DDP scaling of the training loop: images/s with 1, 2 (, 4) GPUs, the engine's own code path.
+
+Launch through torch's launcher, one process per GPU, the per-GPU batch fixed (weak scaling:
+the global batch is ``per_gpu_batch x processes``, as ``train.batch_size`` counts it)::
+
+    torchrun --standalone --nproc_per_node 1 bench/ddp_bench.py --out /tmp/ddp1.json
+    torchrun --standalone --nproc_per_node 2 bench/ddp_bench.py --out /tmp/ddp2.json
+    python bench/ddp_bench.py --summarize /tmp/ddp1.json /tmp/ddp2.json --out reports/bench/ddp_h100.json
+
+Each run is :func:`drseg.engine.train.train` end to end (loader workers with the random crop /
+flip / colour jitter, DDP all-reduce of the gradients, bf16 autocast) on in-memory random
+512x512 images, the paper-shape model (ViT-B/16 at 384, DINOv3 ViT-L/16 prior, 17 classes) with
+random weights. Steady state = between the first and the last loss sync (every ``log_every``
+iterations). ``--quick`` runs the tiny preset on CPU (gloo) as a smoke test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import torch  # noqa: E402
+
+from engine_bench import DLRSD, _RandomCrops, build, log  # noqa: E402
+
+
+def run(args) -> None:
+    from drseg.engine.distributed import cleanup, init_distributed
+    from drseg.engine.train import TrainConfig, train
+
+    info = init_distributed("cpu" if args.quick else "auto")
+    device = info.device
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    preset = "tiny" if args.quick else "vitb16-384"
+    cfg, model = build(preset, device)
+    ds = _RandomCrops(64, 96 if args.quick else 512, len(DLRSD))
+    batch = args.per_gpu_batch * info.world_size
+    tc = TrainConfig(iterations=args.iterations, batch_size=batch, crop=cfg.image_size,
+                     num_workers=args.workers, checkpoint_every=10**6, log_every=args.log_every,
+                     device=device.type, compile=args.compile)
+    stamps = []
+    with tempfile.TemporaryDirectory() as tmp:
+        res = train(model, ds, DLRSD, tc, tmp, model_cfg=cfg.to_dict(), train_dataset="mem",
+                    dist_info=info, progress=False,
+                    on_log=lambda m, it: stamps.append((it, time.perf_counter())))
+    if info.is_main:
+        (i0, t0), (i1, t1) = stamps[1] if len(stamps) > 2 else stamps[0], stamps[-1]
+        ms = 1e3 * (t1 - t0) / max(i1 - i0, 1)
+        rec = {"processes": info.world_size, "device": torch.cuda.get_device_name(device)
+               if device.type == "cuda" else "cpu", "torch": torch.__version__, "preset": preset,
+               "per_gpu_batch": args.per_gpu_batch, "global_batch": batch,
+               "iterations": args.iterations, "workers_per_process": args.workers,
+               "compile": args.compile, "ms_per_it_steady": ms, "steady_from_to": [i0, i1],
+               "images_per_s": batch / (ms / 1e3), "wall_s": res.wall_s}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(rec, indent=2) + "\n")
+        log(f"[ddp x{info.world_size}] {ms:.1f} ms/it, {rec['images_per_s']:.1f} images/s "
+            f"(global batch {batch})")
+    cleanup()
+
+
+def summarize(paths, out) -> None:
+    runs = sorted((json.loads(Path(p).read_text()) for p in paths), key=lambda r: r["processes"])
+    base = runs[0]
+    rec = {"what": "DDP weak scaling of drseg.engine.train.train (per-GPU batch fixed)",
+           "runs": runs,
+           "scaling": {str(r["processes"]): r["images_per_s"] / base["images_per_s"] for r in runs},
+           "efficiency": {str(r["processes"]): r["images_per_s"] / base["images_per_s"]
+                          / (r["processes"] / base["processes"]) for r in runs}}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(rec, indent=2) + "\n")
+    for r in runs:
+        log(f"{r['processes']} process(es): {r['images_per_s']:.1f} images/s, "
+            f"scaling x{rec['scaling'][str(r['processes'])]:.2f}")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--quick", action="store_true", help="tiny preset, CPU / gloo")
+    ap.add_argument("--per-gpu-batch", type=int, default=8)
+    ap.add_argument("--iterations", type=int, default=40)
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=6)
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--summarize", nargs="+", help="per-run JSONs to combine into --out")
+    args = ap.parse_args(argv)
+    if args.summarize:
+        summarize(args.summarize, args.out)
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()

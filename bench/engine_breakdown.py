@@ -1,0 +1,252 @@
+"""Where a DR-Seg training step spends its time, component by component (GPU).
+
+Each component of the step runs alone, forward and backward, on inputs of its real shape at the
+paper setting (ViT-B/16 at 384, 4 rotations, DINOv3 ViT-L/16 prior, batch 8, 17 classes), in
+bf16 autocast as the engine runs it. Per component it records
+
+* ``wall_ms``: median wall time of one call, synchronised (what the host and the GPU take
+  together; an eager step is the sum of these when the host is the bottleneck);
+* ``gpu_ms``: GPU kernel time of one call (torch.profiler, kernel / memcpy / memset events
+  only, so aten ops that launched them are not counted twice);
+* ``kernels``: kernel launches per call.
+
+A component whose ``wall_ms`` is far above its ``gpu_ms`` is bound by the host (launches and
+Python); one whose ``gpu_ms`` is high needs fewer bytes or fewer FLOPs. The whole eager step and
+(with ``--compile``) the compiled step are measured the same way. Random weights (timing only).
+
+    python bench/engine_breakdown.py --out reports/bench/engine_breakdown_h100.json [--compile]
+    python bench/engine_breakdown.py --quick --out /tmp/breakdown_cpu.json   # tiny, CPU smoke
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import torch  # noqa: E402
+
+from engine_bench import DLRSD, H100_BF16_PEAK, build, log, make_step, sync  # noqa: E402
+
+
+def kernel_time(fn, device, reps: int = 3, top: dict | None = None) -> tuple[float, float]:
+    """(GPU kernel ms per call, kernels per call) of ``fn`` under torch.profiler; the five
+    costliest kernel names (ms per call) go into ``top`` when given."""
+    from torch.profiler import ProfilerActivity, profile
+
+    if device.type != "cuda":
+        return float("nan"), float("nan")
+    fn()
+    sync(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        sync(device)
+    total, count, names = 0.0, 0, {}
+    for e in prof.events():
+        if e.device_type.name == "CUDA":
+            t = e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total
+            total += t
+            count += 1
+            names[e.name[:90]] = names.get(e.name[:90], 0.0) + t / reps / 1e3
+    if top is not None:
+        top.update(dict(sorted(names.items(), key=lambda kv: -kv[1])[:5]))
+    return total / reps / 1e3, count / reps
+
+
+def wall_time(fn, device, warmup: int = 3, reps: int = 10) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    out = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        out.append(1e3 * (time.perf_counter() - t))
+    return out
+
+
+def components(model, images, masks, vocab, amp: bool):
+    """Closures running each part of the step alone (forward + backward), real shapes."""
+    from drseg.models import clip as clip_lib
+
+    dev = images.device
+    ac = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp)  # noqa: E731
+    cfg = model.cfg
+    B, K = images.shape[0], len(vocab)
+    x = clip_lib.normalize_images(images)
+    with torch.no_grad(), ac():
+        maps, guide = model._clip_branch(x)
+        text_emb, group = model.text_embeddings(vocab)
+        dense0 = maps[0]
+        c_ori = torch.stack([clip_lib.class_correlation(d, text_emb, group, K) for d in maps], 1)
+        dino = model.adapter(model.prior(x))
+        f_ref = model.pdgr(dense0, dino)
+        c_ref = clip_lib.class_correlation(f_ref, text_emb, group, K)
+        gate = model.gate_scale * c_ori.mean(1)
+        cost = model.fusion(c_ori.to(dense0.dtype), c_ref.to(dense0.dtype), gate)
+        app = model.appearance(dense0)
+        text_g = model.text_guidance(clip_lib.class_text_embeddings(text_emb, group, K))
+        text_g = text_g.unsqueeze(0).expand(B, -1, -1)
+        agg = model.aggregator(cost, app, text_g)
+        gd = model.guidance_up(guide)
+        logits = model.decoder(agg, gd)
+
+    def leaf(t):
+        return t.detach().clone().requires_grad_(True)
+
+    def backward(out):
+        if isinstance(out, (list, tuple)):
+            out = sum(o.float().mean() for o in out)
+        out.float().mean().backward()
+
+    def clip_visual():
+        with ac():
+            m, g = model._clip_branch(x)
+        backward(list(m) + list(g))
+
+    def text():
+        with ac():
+            e, _ = clip_lib.encode_vocab(model.clip, model.tokenizer, vocab, cfg.templates)
+        backward(e)
+
+    def prior():
+        with ac():
+            model.adapter(model.prior(x))
+
+    d0, dn = leaf(dense0), dino.detach()
+
+    def pdgr():
+        with ac():
+            backward(model.pdgr(d0, dn))
+
+    co, cr, gt = leaf(c_ori.to(dense0.dtype)), leaf(c_ref.to(dense0.dtype)), gate.detach()
+
+    def fusion():
+        with ac():
+            backward(model.fusion(co, cr, gt))
+
+    cs, ap, tg = leaf(cost), leaf(app), leaf(text_g)
+
+    def aggregator():
+        with ac():
+            backward(model.aggregator(cs, ap, tg))
+
+    ag, gl = leaf(agg), [leaf(g) for g in guide]
+
+    def decoder():
+        with ac():
+            backward(model.decoder(ag, model.guidance_up(gl)))
+
+    lg = leaf(logits.float())
+
+    loss_kw = {"check": False} if "check" in inspect.signature(model.loss).parameters else {}
+
+    def loss():
+        model.loss(lg, masks, **loss_kw).backward()
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(model.parameter_groups(2e-4, 0.01), lr=2e-4, weight_decay=1e-4,
+                            **({"fused": True} if dev.type == "cuda" else {}))
+    grads = [torch.randn_like(p) * 1e-3 for p in params]
+
+    def optimizer():
+        for p, gr in zip(params, grads):
+            p.grad = gr
+        torch.nn.utils.clip_grad_norm_(params, 0.01)
+        opt.step()
+
+    return {"clip_visual_4rot": clip_visual, "text_tower": text, "prior_frozen": prior,
+            "pdgr": pdgr, "fusion_ugaf": fusion, "aggregator": aggregator,
+            "guidance_up_decoder": decoder, "loss": loss, "clip_grad_adamw": optimizer}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--quick", action="store_true", help="tiny preset on CPU (smoke test)")
+    ap.add_argument("--compile", action="store_true", help="also the torch.compile'd whole step")
+    ap.add_argument("--compile-mode", default=None, help="torch.compile mode (e.g. reduce-overhead)")
+    ap.add_argument("--label", default="", help="free text stored with the results")
+    ap.add_argument("--no-components", action="store_true", help="whole steps only")
+    ap.add_argument("--no-eager", action="store_true", help="skip the eager whole step")
+    args = ap.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    preset, batch = ("tiny", 2) if args.quick else ("vitb16-384", 8)
+    amp = device.type == "cuda"
+    cfg, model = build(preset, device)
+    size = cfg.image_size
+    g = torch.Generator().manual_seed(0)
+    images = (torch.rand(batch, 3, size, size, generator=g) * 255).to(device)
+    masks = torch.randint(0, len(DLRSD), (batch, size, size), generator=g).to(device)
+    model.train()
+    res = {"label": args.label, "device": torch.cuda.get_device_name(0) if amp else "cpu",
+           "torch": torch.__version__, "preset": preset, "batch": batch, "classes": len(DLRSD),
+           "components": {}, "steps": {}}
+    out = Path(args.out)
+
+    def save():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=2) + "\n")
+
+    parts = {} if args.no_components else components(model, images, masks, DLRSD, amp)
+    for name, fn in parts.items():
+        try:
+            w = wall_time(fn, device)
+            top: dict = {}
+            gms, nk = kernel_time(fn, device, top=top)
+            res["components"][name] = {"wall_ms": statistics.median(w), "gpu_ms": gms, "kernels": nk,
+                                       "top_kernels_ms": top}
+            log(f"{name:22s} wall {statistics.median(w):8.2f} ms   gpu {gms:8.2f} ms   {nk:6.0f} kernels")
+        except Exception as e:
+            res["components"][name] = {"error": f"{type(e).__name__}: {e}",
+                                       "trace": traceback.format_exc()[-2000:]}
+            log(f"{name} failed: {e}")
+        model.zero_grad(set_to_none=True)
+    save()
+    params = [p for p in model.parameters() if p.requires_grad]
+    steps = [] if args.no_eager else [("eager_bf16", None)]
+    if args.compile:
+        steps.append(("compiled" + (f"_{args.compile_mode}" if args.compile_mode else ""),
+                      args.compile_mode or "default"))
+    for name, mode in steps:
+        try:
+            t0 = time.perf_counter()
+            opt = torch.optim.AdamW(model.parameter_groups(2e-4, 0.01), lr=2e-4, weight_decay=1e-4,
+                                    **({"fused": True} if amp else {}))
+            net = torch.compile(model, mode=None if mode == "default" else mode) if mode else None
+            step = make_step(model, opt, params, images, masks, DLRSD, amp, compiled=net,
+                             graphed=mode in ("reduce-overhead", "max-autotune"))
+            w = wall_time(step, device, warmup=3, reps=10)
+            top = {}
+            gms, nk = kernel_time(step, device, top=top)
+            res["steps"][name] = {"wall_ms": statistics.median(w), "wall_ms_all": w, "gpu_ms": gms,
+                                  "kernels": nk, "top_kernels_ms": top, "setup_and_warmup_s": time.perf_counter() - t0 - sum(w) / 1e3}
+            log(f"STEP {name:16s} wall {statistics.median(w):8.2f} ms   gpu {gms:8.2f} ms   {nk:6.0f} kernels")
+        except Exception as e:
+            res["steps"][name] = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-3000:]}
+            log(f"step {name} failed: {e}")
+        save()
+    comp = res["components"]
+    res["sum_components_gpu_ms"] = sum(c.get("gpu_ms", 0) for c in comp.values())
+    res["sum_components_wall_ms"] = sum(c.get("wall_ms", 0) for c in comp.values())
+    res["peak_reference_flops"] = H100_BF16_PEAK
+    save()
+    log(f"sum of components: wall {res['sum_components_wall_ms']:.1f} ms, gpu {res['sum_components_gpu_ms']:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""The split-guidance forms of the aggregator and decoder equal the concatenation forms.
+
+The aggregator's q/k projections and the decoder's first conv act on ``[x || guidance]``; the
+model computes them as ``W_x x + W_g g`` with the guidance half once per image (shared by the
+K class maps) and, in the shifted Swin block, one broadcast bias instead of a per-map copy of
+the shift mask. Each test runs the module and a direct computation of the reference form
+(concatenate a per-map copy of the guidance, apply the full weight) on random inputs.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from timm.models.swin_transformer import window_partition, window_reverse
+
+from drseg.models.aggregator import (ClassStep, GuidedSwinBlock, bilinear_matrix, linear_attention,
+                                    upsample_bilinear)
+from drseg.models.decoder import Up
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).detach().norm() / b.detach().norm())
+
+
+def _swin_reference(blk: GuidedSwinBlock, x, guidance_per_map):
+    """The block as the concatenation form: [norm1(x) || g] windows, full q/k weights,
+    the shift mask repeated for every map."""
+    N, h, w, dim = x.shape
+    win, attn = blk.window, blk.attn
+    y = torch.cat([blk.norm1(x), guidance_per_map], dim=-1)
+    if blk.shift:
+        y = torch.roll(y, (-blk.shift, -blk.shift), dims=(1, 2))
+    yw = window_partition(y, (win, win)).flatten(1, 2)
+    n, L, _ = yw.shape
+    q = attn.q(yw).view(n, L, attn.heads, -1).transpose(1, 2)
+    k = attn.k(yw).view(n, L, attn.heads, -1).transpose(1, 2)
+    v = attn.v(yw[..., :dim]).view(n, L, attn.heads, -1).transpose(1, 2)
+    bias = attn.bias_table[attn.bias_index].view(L, L, -1).permute(2, 0, 1).unsqueeze(0)
+    mask = blk._mask(h, w, x.device)
+    if mask is not None:
+        bias = (bias + mask.unsqueeze(1)).repeat(n // mask.shape[0], 1, 1, 1)
+    scores = (q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5 + bias
+    out = scores.softmax(-1) @ v
+    out = attn.proj(out.transpose(1, 2).reshape(n, L, dim))
+    out = window_reverse(out.view(-1, win, win, dim), (win, win), h, w)
+    if blk.shift:
+        out = torch.roll(out, (blk.shift, blk.shift), dims=(1, 2))
+    x = x + out
+    return x + blk.mlp(blk.norm2(x))
+
+
+@pytest.mark.parametrize("shift", [0, 2])
+def test_guided_swin_block_equals_the_concatenation_form(shift):
+    torch.manual_seed(shift)
+    B, K, h, dim, G = 2, 3, 8, 16, 8
+    blk = GuidedSwinBlock(dim, G, window=4, shift=shift, heads=2)
+    with torch.no_grad():  # a non-trivial relative position bias
+        blk.attn.bias_table.normal_()
+    x = torch.randn(B * K, h, h, dim, requires_grad=True)
+    g = torch.randn(B, h, h, G, requires_grad=True)
+    out = blk(x, g, K)
+    ref = _swin_reference(blk, x, g.repeat_interleave(K, dim=0))
+    assert out.shape == (B * K, h, h, dim)
+    assert _rel(out, ref) < 1e-5
+    # gradients (incl. the relative position bias table and the guidance) agree too
+    w = torch.randn_like(out)
+    grads = torch.autograd.grad((out * w).sum(), [x, g, blk.attn.bias_table, blk.attn.q.weight])
+    grads_ref = torch.autograd.grad((ref * w).sum(), [x, g, blk.attn.bias_table, blk.attn.q.weight])
+    for a, b in zip(grads, grads_ref):
+        assert _rel(a, b) < 1e-4
+
+
+def test_guided_swin_block_checks_guidance_against_the_maps():
+    blk = GuidedSwinBlock(8, 4, window=4, shift=0, heads=2)
+    with pytest.raises(Exception, match="guidance for 2 images"):
+        blk(torch.randn(5, 4, 4, 8), torch.randn(2, 4, 4, 4), 3)
+
+
+def test_class_step_equals_the_concatenation_form():
+    torch.manual_seed(1)
+    B, E, K, h, G = 2, 16, 5, 4, 8
+    step = ClassStep(E, G, heads=2, pool_train=2).train()
+    x = torch.randn(B, E, K, h, h)
+    text = torch.randn(B, K, G)
+    out = step(x, text)
+    # reference: pooled tokens, [norm1(t) || text] through the full q/k weights
+    t = F.avg_pool2d(x.transpose(1, 2).reshape(B * K, E, h, h), 2)
+    hp = t.shape[-1]
+    t = t.view(B, K, E, hp * hp).permute(0, 3, 1, 2).reshape(B * hp * hp, K, E)
+    y = step.norm1(t)
+    yg = torch.cat([y, text.unsqueeze(1).expand(-1, hp * hp, -1, -1).reshape(B * hp * hp, K, G)], -1)
+    q = step.q(yg).view(B * hp * hp, K, 2, -1)
+    k = step.k(yg).view(B * hp * hp, K, 2, -1)
+    v = step.v(y).view(B * hp * hp, K, 2, -1)
+    t = t + linear_attention(q, k, v).flatten(2)
+    t = t + step.mlp(step.norm2(t))
+    t = t.view(B, hp * hp, K, E).permute(0, 2, 3, 1).reshape(B * K, E, hp, hp)
+    t = F.interpolate(t, size=(h, h), mode="bilinear", align_corners=True)
+    ref = x + t.view(B, K, E, h, h).transpose(1, 2)
+    assert _rel(out, ref) < 1e-5
+
+
+def test_decoder_up_equals_the_concatenation_form():
+    torch.manual_seed(2)
+    B, K, cin, cout, G, h = 2, 3, 16, 8, 4, 5
+    up = Up(cin, cout, G).eval()
+    x = torch.randn(B * K, cin, h, h)
+    g = torch.randn(B, G, 2 * h, 2 * h)
+    out = up(x, g)
+    ref = up.conv(torch.cat([up.up(x), g.repeat_interleave(K, dim=0)], dim=1))
+    assert out.shape == (B * K, cout, 2 * h, 2 * h)
+    assert _rel(out, ref) < 1e-5
+
+
+@pytest.mark.parametrize("src,dst", [((12, 12), (24, 24)), ((3, 5), (7, 10)), ((1, 4), (3, 8))])
+def test_upsample_bilinear_equals_interpolate(src, dst):
+    t = torch.randn(2, 3, *src, dtype=torch.float64)
+    ref = F.interpolate(t, size=dst, mode="bilinear", align_corners=True)
+    got = upsample_bilinear(t, dst)
+    assert got.dtype == t.dtype and _rel(got, ref) < 1e-6
+    m = bilinear_matrix(src[0], dst[0])
+    assert torch.allclose(m.sum(1), torch.ones(dst[0]))  # rows are convex weights
