@@ -471,7 +471,8 @@ def default_stride(tile: int) -> int:
 
 
 @torch.no_grad()
-def window_scores(predictor: Predictor, crops: torch.Tensor, vocab: list[str]) -> torch.Tensor:
+def window_scores(predictor: Predictor, crops: torch.Tensor, vocab: list[str],
+                  to_cpu: bool = True) -> torch.Tensor:
     """Class scores of a batch of windows at window resolution.
 
     Each ``(th, tw)`` window is resized (bilinear) to the model input ``S x S`` when it differs,
@@ -479,15 +480,16 @@ def window_scores(predictor: Predictor, crops: torch.Tensor, vocab: list[str]) -
 
     Args:
         predictor: the model.
-        crops: ``(B, 3, th, tw)`` float 0..255 on the CPU.
+        crops: ``(B, 3, th, tw)`` 0..255 (float or uint8), on the CPU or the model's device.
         vocab: the class entries.
+        to_cpu: return the scores on the CPU (else on the model's device).
 
     Returns:
-        ``(B, K, th, tw)`` float32 scores in 0..1 on the CPU.
+        ``(B, K, th, tw)`` float32 scores in 0..1.
     """
     b, _, th, tw = crops.shape
     s = predictor.input_size
-    x = crops.to(predictor.device)
+    x = crops.to(predictor.device).float()
     if (th, tw) != (s, s):
         x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)  # (B, 3, S, S)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=predictor.amp):
@@ -498,7 +500,7 @@ def window_scores(predictor: Predictor, crops: torch.Tensor, vocab: list[str]) -
     probs = logits.float().sigmoid()
     if probs.shape[-2:] != (th, tw):
         probs = F.interpolate(probs, size=(th, tw), mode="bilinear", align_corners=False)
-    return probs.cpu()  # (B, K, th, tw)
+    return probs.cpu() if to_cpu else probs  # (B, K, th, tw)
 
 
 def count_windows(height: int, width: int, tiles: TileSettings) -> int:
@@ -518,6 +520,8 @@ def predict_source(predictor: Predictor, source: Source, vocab: list[str], tiles
     flush with the border); their sigmoid scores are summed into an accumulator that holds
     only the rows the current window row touches, of one column strip; rows that no later
     window reaches are divided by their window count, argmaxed (ties: lowest id) and written.
+    The accumulator, the window crops and the argmax live on the model's device (a GPU does
+    the per-window work; only finished rows come back to the host).
 
     Args:
         predictor: the model.
@@ -538,10 +542,11 @@ def predict_source(predictor: Predictor, source: Source, vocab: list[str], tiles
     ys = window_starts(H, th, tiles.stride)
     xs = window_starts(W, tw, tiles.stride)
     hist = np.zeros(K + 1, np.int64)
+    dev = predictor.device
     for c0, c1, sx in column_strips(W, xs, tw, tiles.max_strip_width):
         a0, a1 = sx[0], sx[-1] + tw  # accumulator columns [a0, a1) contain [c0, c1)
-        acc = torch.zeros(K, 0, a1 - a0)  # (K, rows, cols): rows [top, top + rows)
-        cnt = torch.zeros(0, a1 - a0)
+        acc = torch.zeros(K, 0, a1 - a0, device=dev)  # (K, rows, cols): rows [top, top + rows)
+        cnt = torch.zeros(0, a1 - a0, device=dev)
         top = 0
         mask_buf = _RowBuffer(mask_sink, c0)
         score_buf = _RowBuffer(score_sink, c0) if score_sink is not None else None
@@ -550,7 +555,7 @@ def predict_source(predictor: Predictor, source: Source, vocab: list[str], tiles
             """Write the first ``n`` accumulator rows (final) and drop them."""
             nonlocal acc, cnt, top
             s = acc[:, :n, c0 - a0:c1 - a0] / cnt[:n, c0 - a0:c1 - a0]  # (K, n, c1 - c0)
-            ids = s.argmax(0).numpy().astype(np.uint8)  # (n, c1 - c0)
+            ids = s.argmax(0).to(torch.uint8).cpu().numpy()  # (n, c1 - c0)
             valid = source.read_valid(top, c0, n, c1 - c0)
             if valid is not None:
                 ids[~valid] = IGNORE
@@ -558,7 +563,7 @@ def predict_source(predictor: Predictor, source: Source, vocab: list[str], tiles
             hist[K] += int((ids == IGNORE).sum())
             mask_buf.add(ids[None])
             if score_buf is not None:
-                sc = s.numpy().astype(np.float32)
+                sc = s.float().cpu().numpy()
                 if valid is not None:
                     sc[:, ~valid] = np.nan
                 score_buf.add(sc)
@@ -569,15 +574,15 @@ def predict_source(predictor: Predictor, source: Source, vocab: list[str], tiles
                 finish(y - top)
             grow = y + th - top - acc.shape[1]
             if grow > 0:
-                acc = torch.cat([acc, torch.zeros(K, grow, a1 - a0)], 1)
-                cnt = torch.cat([cnt, torch.zeros(grow, a1 - a0)], 0)
+                acc = torch.cat([acc, torch.zeros(K, grow, a1 - a0, device=dev)], 1)
+                cnt = torch.cat([cnt, torch.zeros(grow, a1 - a0, device=dev)], 0)
             band = torch.from_numpy(np.ascontiguousarray(
-                source.read_rgb(y, a0, th, a1 - a0)))  # (3, th, a1 - a0)
+                source.read_rgb(y, a0, th, a1 - a0))).to(dev)  # (3, th, a1 - a0)
             r = y - top
             for i in range(0, len(sx), tiles.batch_size):
                 xb = sx[i:i + tiles.batch_size]
                 crops = torch.stack([band[:, :, x - a0:x - a0 + tw] for x in xb])  # (B,3,th,tw)
-                probs = window_scores(predictor, crops, vocab)  # (B, K, th, tw)
+                probs = window_scores(predictor, crops, vocab, to_cpu=False)  # (B, K, th, tw)
                 for x, p in zip(xb, probs):
                     acc[:, r:r + th, x - a0:x - a0 + tw] += p
                     cnt[r:r + th, x - a0:x - a0 + tw] += 1
