@@ -240,7 +240,7 @@ def bench_eval(preset, device, n, batch, workers, results, mode="noslide", compi
 
     cfg, model = build(preset, device)
     model.eval()
-    net = torch.compile(model) if compile_model else model
+    net = model.compile_dense() if compile_model else model
     with tempfile.TemporaryDirectory() as tmp:
         make_fake_archive(Path(tmp), n, 512)
         ds = open_split(tmp, "Potsdam", "all")

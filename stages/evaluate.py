@@ -75,7 +75,9 @@ def run(args: argparse.Namespace, params: dict) -> dict:
         model.to(info.device).eval()
         if info.device.type == "cuda" and cfg.channels_last:
             model.to(memory_format=torch.channels_last)
-        net = torch.compile(model) if (cfg.compile and info.device.type == "cuda") else model
+        if cfg.compile and info.device.type == "cuda":
+            model.compile_dense()  # not the text path: no recompile per dataset vocabulary
+        net = model
 
         suite = load_suite(args.data)
         root = resolve_root(args.data)

@@ -385,7 +385,9 @@ def class_text_embeddings(text_emb: torch.Tensor, group: torch.Tensor,
     Returns:
         (K, C) unit-norm.
     """
-    onehot = F.one_hot(group, num_classes).T.to(text_emb.dtype)  # (K, T)
+    classes = torch.arange(num_classes, device=group.device)
+    onehot = (classes.unsqueeze(1) == group.unsqueeze(0)).to(text_emb.dtype)  # (K, T) 0/1
+    # (a comparison, not F.one_hot: it stays shape-generic under torch.compile)
     return F.normalize(onehot @ text_emb, dim=-1)  # (K, C)
 
 

@@ -229,6 +229,7 @@ class DRSeg(nn.Module):
         self.decoder = Decoder(hid, cfg.decoder_dims, cfg.decoder_guidance_dims)
         self._text_cache: dict = {}
         self._token_cache: dict = {}  # tokens do not depend on the weights: never cleared
+        self._compiled_dense = None  # see compile_dense
 
     # ------------------------------------------------------------------ text
     def train(self, mode: bool = True) -> "DRSeg":
@@ -299,8 +300,52 @@ class DRSeg(nn.Module):
             images = F.interpolate(images, size=(size, size), mode="bilinear",
                                    align_corners=False)
         x = clip_lib.normalize_images(images)
-        K = len(vocab)
         text_emb, group = self.text_embeddings(vocab)  # (T, C), (T,)
+        return self.dense_forward(x, text_emb, group, len(vocab))
+
+    def dense_forward(self, x: torch.Tensor, text_emb: torch.Tensor, group: torch.Tensor,
+                      num_classes: int) -> torch.Tensor:
+        """Everything after the text tower: the part :meth:`compile_dense` compiles.
+
+        Args:
+            x: (B, 3, S, S) CLIP-normalised images at the model input size.
+            text_emb: (T, C) synonym embeddings; group: (T,) their class index (from
+                :meth:`text_embeddings`).
+            num_classes: K.
+
+        Returns:
+            (B, K, 4h, 4w) logits.
+        """
+        if self._compiled_dense is not None:
+            # the vocabulary sizes vary between datasets: compile for any T and K at once
+            torch._dynamo.maybe_mark_dynamic(text_emb, 0)
+            torch._dynamo.maybe_mark_dynamic(group, 0)
+            return self._compiled_dense(x, text_emb, group, num_classes)
+        return self._dense_forward(x, text_emb, group, num_classes)
+
+    def compile_dense(self, mode: Optional[str] = None, **compile_kwargs: Any) -> "DRSeg":
+        """torch.compile the vision, fusion, aggregation and decoding part only.
+
+        For evaluation and prediction over several vocabularies: compiling the whole model
+        specialises the graph on the vocabulary (a Python list of strings) and traces the
+        tokenizer, so every dataset recompiles (and after torch's recompile limit runs eager).
+        Here the text embeddings stay outside (cached per vocabulary in eval mode); the
+        compiled part sees tensors whose class dimension becomes dynamic after the second
+        vocabulary size. Training compiles the whole model instead (one vocabulary, and its
+        text tower runs inside the graphs).
+
+        Args:
+            mode: torch.compile mode (None: default).
+            compile_kwargs: more torch.compile arguments (e.g. ``backend``).
+
+        Returns:
+            self.
+        """
+        self._compiled_dense = torch.compile(self._dense_forward, mode=mode, **compile_kwargs)
+        return self
+
+    def _dense_forward(self, x: torch.Tensor, text_emb: torch.Tensor, group: torch.Tensor,
+                       K: int) -> torch.Tensor:
         maps, guide = self._clip_branch(x)
         c_ori = torch.stack([clip_lib.class_correlation(d, text_emb, group, K) for d in maps],
                             dim=1)  # (B, R, K, h, w), Eq. 10

@@ -13,7 +13,6 @@ Tensors of the cost volume are laid out (B, E, K, h, w): E embedding channels pe
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +40,8 @@ def uncertainty_gate(corr: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
         raise DrsegInputError(f"uncertainty_gate: needs at least 2 classes, got {K}")
     p = corr.float().softmax(dim=1)
     u = -(p * torch.log(p + eps)).sum(dim=1, keepdim=True)  # (B, 1, H, W)
-    return (u / math.log(K)).square()
+    log_k = torch.full((), K, dtype=torch.float64, device=u.device).log()  # log K, any K
+    return (u / log_k).square()
 
 
 def per_class(x: torch.Tensor, fn: nn.Module) -> torch.Tensor:
