@@ -23,7 +23,6 @@ Sections (each recorded even when another fails):
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import platform
@@ -94,16 +93,13 @@ def make_step(model, opt, params, images, masks, vocab, amp, clip=0.01, compiled
               graphed=False):
     """One training step as the engine runs it (labels checked in the loader, not here)."""
     net = compiled if compiled is not None else model
-    # the engine checks labels in its loader workers (no host sync in the step); models from
-    # before that change have no `check` argument
-    loss_kw = {"check": False} if "check" in inspect.signature(model.loss).parameters else {}
 
     def step():
         if graphed:
             torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
             logits = net(images, vocab)
-        loss = model.loss(logits.float(), masks, **loss_kw)
+        loss = model.loss(logits.float(), masks, check=False)  # the engine checks in its loader
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, clip)

@@ -59,7 +59,9 @@ def flatten(d: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str,
     return out
 
 
-def _mlflow(root: str | Path | None = None):
+def configured_mlflow(root: str | Path | None = None):
+    """The ``mlflow`` module pointed at the project's store and experiment (created when
+    missing), for callers that search or reopen runs themselves."""
     import logging
 
     import mlflow
@@ -92,7 +94,7 @@ def start_run(
 ) -> Iterator[Any]:
     """Start (or resume, with ``run_id``) a run named after stage and variant; params are
     logged flattened (``train.lr``), values longer than MLflow's limit truncated."""
-    mlflow = _mlflow(root)
+    mlflow = configured_mlflow(root)
     all_tags = {"stage": stage, "variant": variant or ""}
     all_tags.update(tags or {})
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name(stage, variant),

@@ -40,7 +40,7 @@ PATH_FIELDS = ("clip_checkpoint", "prior_checkpoint")
 def _training_run(sha: str) -> str | None:
     from drseg import tracking
 
-    mlflow = tracking._mlflow()
+    mlflow = tracking.configured_mlflow()
     runs = mlflow.search_runs(filter_string=f"tags.checkpoint_sha256 = '{sha}'",
                               order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
     return runs[0].info.run_id if runs else None
@@ -77,7 +77,6 @@ def run(args: argparse.Namespace, params: dict) -> dict:
             model.to(memory_format=torch.channels_last)
         if cfg.compile and info.device.type == "cuda":
             model.compile_dense()  # not the text path: no recompile per dataset vocabulary
-        net = model
 
         suite = load_suite(args.data)
         root = resolve_root(args.data)
@@ -95,7 +94,7 @@ def run(args: argparse.Namespace, params: dict) -> dict:
                 ds = open_split(root, name, source_split, clv)
                 items.append(EvalItem(f"{name}_{source_split}", ds, ds.classes, name, source_split, clv,
                                       in_suite_mean=False))
-        summary = evaluate_suite(net, items, cfg, args.out, variant=args.variant, dist_info=info,
+        summary = evaluate_suite(model, items, cfg, args.out, variant=args.variant, dist_info=info,
                                  progress=not os.environ.get("TQDM_DISABLE"),
                                  extra={"train_dataset": train_ds})
         speed = summary.pop("_speed")
@@ -106,7 +105,7 @@ def run(args: argparse.Namespace, params: dict) -> dict:
             import mlflow
 
             if run_id:  # reopen the training run as it is (its stage/variant tags unchanged)
-                ctx = tracking._mlflow().start_run(run_id=run_id)
+                ctx = tracking.configured_mlflow().start_run(run_id=run_id)
             else:
                 ctx = tracking.start_run("evaluate", args.variant, params={"evaluate": {**block, **data}},
                                          tags={"checkpoint_sha256": sha})

@@ -107,7 +107,7 @@ def _find_unfinished_run(variant: str, fingerprint: str) -> str | None:
     """The MLflow run of an interrupted training with the same params, to resume into."""
     from drseg import tracking
 
-    mlflow = tracking._mlflow()
+    mlflow = tracking.configured_mlflow()
     runs = mlflow.search_runs(
         filter_string=(f"tags.stage = 'train' and tags.variant = '{variant}' "
                        f"and tags.fingerprint = '{fingerprint}'"),
