@@ -36,9 +36,31 @@ import torch  # noqa: E402
 from engine_bench import DLRSD, H100_BF16_PEAK, build, log, make_step, sync  # noqa: E402
 
 
-def kernel_time(fn, device, reps: int = 3, top: dict | None = None) -> tuple[float, float]:
-    """(GPU kernel ms per call, kernels per call) of ``fn`` under torch.profiler; the five
-    costliest kernel names (ms per call) go into ``top`` when given."""
+#: kernel-name patterns of each category (first match wins), for the compiled step's breakdown
+CATEGORIES = (
+    ("attention", ("sdpa", "flash", "fmha", "attention", "efficient_attention")),
+    ("gemm", ("nvjet", "gemm", "cutlass", "xmma", "cublas", "sm90_", "sm80_")),
+    ("conv", ("conv", "implicit", "cudnn", "winograd", "dgrad", "wgrad")),
+    ("triton_reduction", ("triton_per", "triton_red")),
+    ("triton_pointwise", ("triton_poi", "triton_")),
+    ("copy_memset", ("memcpy", "memset", "copy", "cat", "fill")),
+    ("optimizer", ("adam", "multi_tensor", "foreach", "norm_kernel")),
+)
+
+
+def categorize(name: str) -> str:
+    low = name.lower()
+    for cat, keys in CATEGORIES:
+        if any(k in low for k in keys):
+            return cat
+    return "other"
+
+
+def kernel_time(fn, device, reps: int = 3, top: dict | None = None, n_top: int = 5,
+                categories: dict | None = None) -> tuple[float, float]:
+    """(GPU kernel ms per call, kernels per call) of ``fn`` under torch.profiler; the
+    ``n_top`` costliest kernel names (ms per call) go into ``top`` when given, and the ms and
+    kernel count per call of each :data:`CATEGORIES` entry into ``categories``."""
     from torch.profiler import ProfilerActivity, profile
 
     if device.type != "cuda":
@@ -49,15 +71,21 @@ def kernel_time(fn, device, reps: int = 3, top: dict | None = None) -> tuple[flo
         for _ in range(reps):
             fn()
         sync(device)
-    total, count, names = 0.0, 0, {}
+    total, count, names, counts = 0.0, 0, {}, {}
     for e in prof.events():
         if e.device_type.name == "CUDA":
             t = e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total
             total += t
             count += 1
             names[e.name[:90]] = names.get(e.name[:90], 0.0) + t / reps / 1e3
+            counts[e.name[:90]] = counts.get(e.name[:90], 0) + 1
     if top is not None:
-        top.update(dict(sorted(names.items(), key=lambda kv: -kv[1])[:5]))
+        top.update(dict(sorted(names.items(), key=lambda kv: -kv[1])[:n_top]))
+    if categories is not None:
+        for name, ms in names.items():
+            c = categories.setdefault(categorize(name), {"ms": 0.0, "kernels": 0.0})
+            c["ms"] += ms
+            c["kernels"] += counts[name] / reps
     return total / reps / 1e3, count / reps
 
 
@@ -176,13 +204,14 @@ def main(argv=None):
     ap.add_argument("--label", default="", help="free text stored with the results")
     ap.add_argument("--no-components", action="store_true", help="whole steps only")
     ap.add_argument("--no-eager", action="store_true", help="skip the eager whole step")
+    ap.add_argument("--preset", default="vitb16-384", help="model preset (vitl14-336: ViT-L/14)")
     args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    preset, batch = ("tiny", 2) if args.quick else ("vitb16-384", 8)
+    preset, batch = ("tiny", 2) if args.quick else (args.preset, 8)
     amp = device.type == "cuda"
     cfg, model = build(preset, device)
     size = cfg.image_size
@@ -227,11 +256,18 @@ def main(argv=None):
             net = torch.compile(model, mode=None if mode == "default" else mode) if mode else None
             step = make_step(model, opt, params, images, masks, DLRSD, amp, compiled=net,
                              graphed=mode in ("reduce-overhead", "max-autotune"))
+            if amp:
+                torch.cuda.reset_peak_memory_stats(device)
             w = wall_time(step, device, warmup=3, reps=10)
-            top = {}
-            gms, nk = kernel_time(step, device, top=top)
+            peak = torch.cuda.max_memory_allocated(device) / 2**30 if amp else float("nan")
+            top, cats = {}, {}
+            gms, nk = kernel_time(step, device, top=top, n_top=40, categories=cats)
             res["steps"][name] = {"wall_ms": statistics.median(w), "wall_ms_all": w, "gpu_ms": gms,
-                                  "kernels": nk, "top_kernels_ms": top, "setup_and_warmup_s": time.perf_counter() - t0 - sum(w) / 1e3}
+                                  "kernels": nk, "peak_allocated_gib": peak,
+                                  "categories_ms": dict(sorted(cats.items(), key=lambda kv: -kv[1]["ms"])),
+                                  "top_kernels_ms": top, "setup_and_warmup_s": time.perf_counter() - t0 - sum(w) / 1e3}
+            for cat, c in res["steps"][name]["categories_ms"].items():
+                log(f"    {cat:18s} {c['ms']:7.2f} ms  {c['kernels']:6.0f} kernels")
             log(f"STEP {name:16s} wall {statistics.median(w):8.2f} ms   gpu {gms:8.2f} ms   {nk:6.0f} kernels")
         except Exception as e:
             res["steps"][name] = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-3000:]}
