@@ -118,11 +118,18 @@ class Decoder(nn.Module):
         self.up1 = Up(dim, dims[0], guidance_dims[0])
         self.up2 = Up(dims[0], dims[1], guidance_dims[1])
         self.head = nn.Conv2d(dims[1], 1, 3, padding=1)
+        #: memory format of the class maps: None = channels-last on CUDA (cuDNN's bf16
+        #: convolutions are NHWC; NCHW maps cost a layout conversion around every conv),
+        #: contiguous elsewhere. The values are the same either way (up to float rounding).
+        self.channels_last: bool | None = None
 
     def forward(self, x: torch.Tensor, guidance: Sequence[torch.Tensor]) -> torch.Tensor:
         """x (B, E, K, h, w), guidance from :class:`GuidanceUpsampler` -> (B, K, 4h, 4w)."""
         B, E, K, h, w = x.shape
         t = x.transpose(1, 2).reshape(B * K, E, h, w)  # (B*K, E, h, w), class-major per image
+        if self.channels_last if self.channels_last is not None else x.is_cuda:
+            t = t.contiguous(memory_format=torch.channels_last)
+            guidance = [g.contiguous(memory_format=torch.channels_last) for g in guidance]
         t = self.up1(t, guidance[0])
         t = self.up2(t, guidance[1])
         return self.head(t).view(B, K, 4 * h, 4 * w)
