@@ -127,6 +127,85 @@ def session2() -> dict:
     }
 
 
+# Session 3 (2026-11-28), written before each device call (bench/notes/session3_predictions.md).
+PREDICTIONS_3 = {
+    "paper_profile_gpu_test": "passes; the compile dominates the train wall (~4-5 min)",
+    "predict_device_accumulator": "35.1 -> 100-150 tiles/s",
+    "eval_eager": "~137 images/s (as session 2)",
+    "eval_compiled": "200-240 images/s",
+    "reduce_overhead_head": "60-67 ms, peak ~9 GiB; GEMM ~20, attention ~7, Triton ~25, conv ~5 ms",
+    "decoder_channels_last": "compiled step GPU 54.4 -> ~51.5 ms, wall 58.7 -> ~56 ms",
+    "eval_loop_probe": "first batch waits ~0.8 s, later batches rarely; device work ~145 ms a batch",
+}
+
+
+def session3() -> dict:
+    """Session 3: every call got an H200 (nvidia-h200 lease; the tool's pick, not asked for)."""
+    head = json.loads((BENCH / "engine_breakdown_h200_s3_call2_head.json").read_text())
+    cl = json.loads((BENCH / "engine_breakdown_h200_s3_call3_decoder_channels_last.json").read_text())
+    ev_e = json.loads((BENCH / "eval_h200_session3_eager.json").read_text())["eval_noslide"]
+    ev_c = json.loads((BENCH / "eval_h200_session3_compiled.json").read_text())["eval_noslide_compiled"]
+    smoke = json.loads((BENCH / "paper_profile_smoke_h200.json").read_text())
+    pred = json.loads((BENCH / "predict_h200_vitb16-384_device_accumulator.json").read_text())["runs"][0]
+    probe = json.loads((BENCH / "eval_loop_probe_h200.json").read_text())
+    ro = "compiled_reduce-overhead"
+    h, c = head["steps"][ro], cl["steps"][ro]
+    cats = lambda st: {k: round(v["ms"], 2) for k, v in st["categories_ms"].items()}  # noqa: E731
+    mfu = lambda ms: round(100 * 12.462e12 / (ms / 1e3) / 989.4e12, 1)  # noqa: E731
+    inst = probe["instrumented"]
+    return {
+        "machines": "one NVIDIA H200 per call (four separate leases); not comparable with the H100 runs",
+        "comparisons": [
+            {"change": "paper-profile end-to-end GPU test (tests/test_profiles.py -k cuda): engine loop "
+                       "with compile_mode reduce-overhead, 12 iterations, then noslide eval of 8 datasets",
+             "predicted": PREDICTIONS_3["paper_profile_gpu_test"],
+             "measured": (f"passed; train {smoke['train_s']:.1f} s incl. compile, peak "
+                          f"{smoke['train_peak_gib']:.2f} GiB; eval {smoke['eval_s']:.1f} s, peak "
+                          f"{smoke['eval_peak_gib']:.2f} GiB")},
+            {"change": "drseg predict: score accumulator, crops and argmax on the model's device",
+             "predicted": PREDICTIONS_3["predict_device_accumulator"],
+             "measured": (f"{pred['tiles_per_s']:.1f} tiles/s, {pred['wall_s']:.1f} s for the 10000 x "
+                          f"10000 raster, GPU peak {pred['cuda_peak_allocated_mb'] / 1e3:.2f} GB "
+                          "(before: 35.1 tiles/s on an H100)")},
+            {"change": "compiled reduce-overhead step at HEAD, by kernel category",
+             "predicted": PREDICTIONS_3["reduce_overhead_head"],
+             "measured": (f"{h['wall_ms']:.2f} ms wall (MFU {mfu(h['wall_ms'])}% of the 989 TFLOP/s bf16 peak, the same on H100 and H200), GPU "
+                          f"{h['gpu_ms']:.2f} ms, peak {h['peak_allocated_gib']:.2f} GiB; categories "
+                          f"{cats(h)}")},
+            {"change": "decoder class maps channels-last on CUDA",
+             "predicted": PREDICTIONS_3["decoder_channels_last"],
+             "measured": (f"wall {h['wall_ms']:.2f} -> {c['wall_ms']:.2f} ms, GPU {h['gpu_ms']:.2f} -> "
+                          f"{c['gpu_ms']:.2f} ms; conv category {cats(h)['conv']} -> {cats(c)['conv']} ms"),
+             "why": "only part of the cuDNN layout conversions went (the guidance upsampler's convs "
+                    "still convert)"},
+            {"change": "evaluation noslide, 1024 images, eager vs compile_dense",
+             "predicted": f"eager {PREDICTIONS_3['eval_eager']}; compiled {PREDICTIONS_3['eval_compiled']}",
+             "measured": (f"eager {ev_e['images_per_s']:.1f} images/s (loader alone "
+                          f"{ev_e['loader_only_images_per_s']:.0f}/s, model alone "
+                          f"{ev_e['model_only_images_per_s']:.0f}/s); compiled {ev_c['images_per_s']:.1f} "
+                          f"(loader {ev_c['loader_only_images_per_s']:.0f}/s, model "
+                          f"{ev_c['model_only_images_per_s']:.0f}/s)")},
+            {"change": "where an evaluation pass waits (bench/eval_loop_probe.py, eager)",
+             "predicted": PREDICTIONS_3["eval_loop_probe"],
+             "measured": (f"loader start {inst['iter_start_ms']:.0f} ms + first batch "
+                          f"{inst['first_batch_wait_ms']:.0f} ms, later waits median "
+                          f"{inst['wait_ms_median_after_first']:.2f} ms, device work median "
+                          f"{inst['work_ms_median']:.1f} ms a batch of 32; instrumented pass "
+                          f"{inst['images_per_s']:.1f} images/s, ordinary passes "
+                          f"{[round(x, 1) for x in probe['evaluate_dataset_images_per_s']]}")},
+        ],
+        "best_step_ms": round(c["wall_ms"], 2),
+        "best_eval_images_per_s": round(ev_c["images_per_s"], 1),
+        "sources": ["reports/bench/engine_breakdown_h200_s3_call2_head.json",
+                    "reports/bench/engine_breakdown_h200_s3_call3_decoder_channels_last.json",
+                    "reports/bench/eval_h200_session3_eager.json",
+                    "reports/bench/eval_h200_session3_compiled.json",
+                    "reports/bench/paper_profile_smoke_h200.json",
+                    "reports/bench/predict_h200_vitb16-384_device_accumulator.json",
+                    "reports/bench/eval_loop_probe_h200.json"],
+    }
+
+
 def main() -> None:
     r1 = json.loads((BENCH / "engine_h100_run1.json").read_text())
     r2 = json.loads((BENCH / "engine_h100_run2.json").read_text())
@@ -135,6 +214,7 @@ def main() -> None:
     vitl = r1["train_step_vitl"]["configs"]["eager_bf16_fused"]
     ms = lambda c: round(c["step_ms_median"], 1)  # noqa: E731
     sess2 = session2()
+    sess3 = session3()
     s2_ddp = json.loads((BENCH / "ddp_h100.json").read_text())
     best = sess2["breakdowns"]["run5_reduce_overhead"]["steps"]["compiled_reduce-overhead"]["wall_ms"]
     out = {
@@ -185,22 +265,25 @@ def main() -> None:
                           "uint8 512^2")},
         ],
         "session2": sess2,
+        "session3_h200": sess3,
         "targets": {
             "train_step_ms_target": 45, "train_step_ms_best": best,
             "train_step_best_config": "torch.compile mode reduce-overhead, bf16 autocast, fused AdamW (run 5)",
             "paper_30k_iterations_minutes_at_best": round(30000 * best / 6e4, 1),
             "eval_images_per_s_target": 200,
             "eval_images_per_s_measured": EVAL_RUN4["images_per_s"],
-            "eval_note": "eager model, run 4; compiled evaluation after the loader fix not measured",
+            "eval_note": "eager model, run 4 (H100); session 3 on an H200: compiled "
+                         f"{sess3['best_eval_images_per_s']} images/s, eager 143.5-163.5",
+            "train_step_ms_best_h200": sess3["best_step_ms"],
             "ddp_scaling_2_gpus": round(s2_ddp["scaling"]["2"], 2),
         },
         "note": ("runs 1 and 2 ran on two different H100 machines: eager bf16 measured 146 ms in run 1 "
                  "and 203 ms in run 2; compare within a run only"),
         "sources": ["reports/bench/engine_h100_run1.json", "reports/bench/engine_h100_run2.json"]
-        + sess2["sources"],
+        + sess2["sources"] + sess3["sources"],
     }
     (BENCH / "engine_summary.json").write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps(out["comparisons"] + sess2["comparisons"], indent=1))
+    print(json.dumps(out["comparisons"] + sess2["comparisons"] + sess3["comparisons"], indent=1))
     print(json.dumps(out["targets"], indent=1))
 
 
