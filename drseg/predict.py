@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from drseg.atomic import atomic_path, atomic_write_text
 from drseg.data import raster
 from drseg.engine.evaluate import window_starts  # offsets as in the evaluation's slide mode
 from drseg.errors import DrsegInputError
@@ -659,8 +660,6 @@ def write_overlay(path: str | Path, image: np.ndarray, ids: np.ndarray, vocab: S
         alpha: colour opacity.
         title: optional title above the image.
     """
-    import os
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -689,11 +688,12 @@ def write_overlay(path: str | Path, image: np.ndarray, ids: np.ndarray, vocab: S
     if title:
         ax.set_title(title, fontsize=10)
     path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.1,
-                metadata={"Software": None}, facecolor="white")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.1,
+                        metadata={"Software": None}, facecolor="white")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -910,11 +910,7 @@ def run(args: argparse.Namespace) -> int:
                             progress_bar=not args.no_progress)
     summary = {"model": predictor.info, "classes": vocab, "device": str(predictor.device),
                "images": records}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "predictions.json.part"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    tmp.replace(out / "predictions.json")
+    atomic_write_text(Path(args.out) / "predictions.json", json.dumps(summary, indent=2) + "\n")
     failed = [r for r in records if r["status"] != "ok"]
     if failed:
         log.error("%d of %d inputs failed: %s", len(failed), len(records),

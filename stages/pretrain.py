@@ -32,6 +32,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_params, section, setup_logging  # noqa: E402  (puts the root on sys.path)
+from drseg.atomic import atomic_write_text  # noqa: E402  (no torch import)
 
 log = logging.getLogger("drseg.pretrain")
 
@@ -48,10 +49,7 @@ def _round(x, nd: int = 4):
 
 
 def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_round(obj), indent=1, sort_keys=False) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(_round(obj), indent=1, sort_keys=False) + "\n")
 
 
 def run_train(checkpoint: Path, metrics_dir: Path, figure: Path, block: dict,

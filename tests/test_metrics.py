@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from drseg.engine.metrics import confusion_matrix, confusion_matrix_unchecked, mean_over_datasets, summarize
+from drseg.engine.metrics import (check_label_ids, confusion_matrix, confusion_matrix_unchecked,
+                                  mean_over_datasets, summarize)
 from drseg.errors import DrsegInputError
 
 
@@ -121,3 +122,40 @@ def test_suite_means():
     m = mean_over_datasets({"a": {"mIoU": 10.0, "mACC": 20.0, "fwIoU": 30.0},
                             "b": {"mIoU": 30.0, "mACC": 40.0, "fwIoU": 50.0}})
     assert m == {"m-mIoU": 20.0, "m-mACC": 30.0, "m-fwIoU": 40.0}
+
+
+def test_check_label_ids_accepts_class_ids_and_the_ignore_id():
+    for dtype in (torch.uint8, torch.int64):
+        check_label_ids(torch.tensor([[0, 3], [255, 1]], dtype=dtype), 4)
+    check_label_ids(torch.tensor([0, -1, 2]), 3, ignore_index=-1, source="x")
+    check_label_ids(torch.zeros(0, dtype=torch.long), 1)
+
+
+def test_check_label_ids_names_source_bad_ids_valid_range_and_ignore_id():
+    mask = torch.zeros(2, 5, 5, dtype=torch.uint8)
+    mask[1, 2, 3] = 7
+    with pytest.raises(DrsegInputError, match=r"^blobs/img_003\.png: label id 7 outside 0\.\.3 "
+                                              r"and not the ignore id 255 \(class ids must lie in "
+                                              r"\[0, 4\) or equal the ignore id\)$"):
+        check_label_ids(mask, 4, source="blobs/img_003.png")
+    mask = torch.tensor([[0, 9, 255], [-2, 1, 4]])  # int64: negative ids too
+    with pytest.raises(DrsegInputError, match=r"^masks: label ids -2\.\.9 outside 0\.\.3 and "
+                                              r"not the ignore id 255"):
+        check_label_ids(mask, 4)
+    with pytest.raises(DrsegInputError, match=r"label id 255 outside 0\.\.1 and not the ignore "
+                                              r"id 0"):
+        check_label_ids(torch.tensor([0, 1, 255]), 2, ignore_index=0, source="m")
+
+
+def test_checked_confusion_matrix_is_the_unchecked_count():
+    g = torch.Generator().manual_seed(3)
+    for n, dtype in ((1, torch.int64), (5, torch.uint8), (19, torch.int64)):
+        gt = torch.randint(0, n, (3, 17, 23), generator=g).to(dtype)
+        gt[torch.rand(gt.shape, generator=g) < 0.2] = 255
+        pred = torch.randint(0, n, gt.shape, generator=g)
+        conf = confusion_matrix(pred, gt, n)
+        keep = gt.reshape(-1).long() != 255  # the former bincount computation
+        ref = torch.bincount(gt.reshape(-1).long()[keep] * n + pred.reshape(-1)[keep],
+                             minlength=n * n).reshape(n, n)
+        assert conf.dtype == torch.int64 and torch.equal(conf, ref)
+        assert torch.equal(conf, confusion_matrix_unchecked(pred, gt, n))

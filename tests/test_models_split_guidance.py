@@ -120,3 +120,41 @@ def test_upsample_bilinear_equals_interpolate(src, dst):
     assert got.dtype == t.dtype and _rel(got, ref) < 1e-6
     m = bilinear_matrix(src[0], dst[0])
     assert torch.allclose(m.sum(1), torch.ones(dst[0]))  # rows are convex weights
+
+
+def test_shift_mask_is_built_once_and_equals_a_fresh_one():
+    from drseg.models.aggregator import cached_shift_window_mask, shift_window_mask
+
+    blk = GuidedSwinBlock(16, 8, window=4, shift=2, heads=2)
+    cpu = torch.device("cpu")
+    m1 = blk._mask(8, 12, cpu)
+    m2 = blk._mask(8, 12, cpu)
+    assert m2 is m1  # cached, not rebuilt
+    other = GuidedSwinBlock(16, 8, window=4, shift=2, heads=2)
+    assert other._mask(8, 12, cpu) is m1  # shared by blocks of the same geometry
+    fresh = shift_window_mask(8, 12, 4, 2, cpu)
+    assert fresh is not m1 and fresh.dtype == m1.dtype == torch.float32
+    assert fresh.shape == (6, 16, 16) and torch.equal(fresh, m1)
+    assert set(m1.unique().tolist()) == {0.0, -100.0}
+    assert blk._mask(12, 8, cpu) is not m1  # keyed by the map size
+    assert torch.equal(blk._mask(12, 8, cpu), shift_window_mask(12, 8, 4, 2, cpu))
+    assert GuidedSwinBlock(16, 8, window=4, shift=0, heads=2)._mask(8, 8, cpu) is None
+    with torch.inference_mode():  # a mask first built in inference mode still serves training
+        m3 = cached_shift_window_mask(16, 16, 4, 2, cpu)
+    assert not m3.is_inference()
+    # no state: the state_dict keys are those of the parameters and persistent buffers
+    assert not any("mask" in k for k in blk.state_dict())
+
+
+def test_shifted_block_traces_in_one_graph_under_torch_compile():
+    """Under dynamo the mask is traced (no lru_cache lookup, no graph break), same output."""
+    torch.manual_seed(4)
+    blk = GuidedSwinBlock(16, 8, window=4, shift=2, heads=2).eval()
+    x, g = torch.randn(6, 8, 8, 16), torch.randn(2, 8, 8, 8)
+    torch._dynamo.reset()
+    try:
+        with torch.no_grad():
+            out = torch.compile(blk, backend="eager", fullgraph=True)(x, g, 3)
+            assert torch.equal(out, blk(x, g, 3))
+    finally:
+        torch._dynamo.reset()

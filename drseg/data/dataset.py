@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from drseg.atomic import atomic_write_text
 from drseg.data.catalog import DEFAULT_VARIANT, IGNORE, DatasetSpec, check_variant, get_dataset
 from drseg.errors import DrsegInputError
 
@@ -307,12 +308,7 @@ def dataset_card(root: str | Path, dataset: str, variants: Sequence[str] | None 
 
 def write_card(card: dict[str, Any], path: str | Path) -> Path:
     """Write a card as stable, sorted-key-free JSON (atomic replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(card, indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, json.dumps(card, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------- figure

@@ -19,7 +19,6 @@ Pixels that GDAL marks invalid (nodata value, alpha 0, internal mask) are report
 """
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from drseg.atomic import AtomicTarget, atomic_path
 from drseg.errors import DrsegInputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -215,8 +215,9 @@ def open_raster(path: str | Path, bands: Sequence[int] | None = None) -> RasterR
 
 
 class GeoTiffWriter:
-    """A tiled, deflate-compressed GeoTIFF written window by window to ``<path>.part`` and moved
-    onto ``path`` only by :meth:`commit`, so a failed run never clobbers an earlier output.
+    """A tiled, deflate-compressed GeoTIFF written window by window to a temporary sibling
+    (:class:`drseg.atomic.AtomicTarget`) and moved onto ``path`` only by :meth:`commit`, so a
+    failed run never clobbers an earlier output.
 
     Args:
         path: output ``.tif``.
@@ -239,22 +240,27 @@ class GeoTiffWriter:
         from rasterio.transform import Affine
 
         self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + ".part")
         profile = dict(driver="GTiff", height=height, width=width, count=count, dtype=dtype,
                        crs=crs, transform=transform if transform is not None else Affine.identity(),
                        nodata=nodata, tiled=True, blockxsize=BLOCK, blockysize=BLOCK,
                        compress="deflate", predictor=3 if dtype.startswith("float") else 2,
                        BIGTIFF="IF_SAFER", interleave="band")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._dst = rasterio.open(self.tmp, "w", **profile)
-        if descriptions is not None:
-            for i, d in enumerate(descriptions, start=1):
-                self._dst.set_band_description(i, d)
-        if colormap is not None:
-            self._dst.write_colormap(1, {int(k): tuple(int(c) for c in v[:3]) + (255,)
-                                         for k, v in colormap.items()})
-        if tags:
-            self._dst.update_tags(**tags)
+        self._target = AtomicTarget(self.path)  # creates the directory and the temporary
+        self.tmp = self._target.tmp
+        self._dst = None
+        try:
+            self._dst = rasterio.open(self.tmp, "w", **profile)
+            if descriptions is not None:
+                for i, d in enumerate(descriptions, start=1):
+                    self._dst.set_band_description(i, d)
+            if colormap is not None:
+                self._dst.write_colormap(1, {int(k): tuple(int(c) for c in v[:3]) + (255,)
+                                             for k, v in colormap.items()})
+            if tags:
+                self._dst.update_tags(**tags)
+        except BaseException:
+            self.abort()
+            raise
 
     def write(self, array: np.ndarray, row: int, col: int) -> None:
         """Write ``array`` ``(count, h, w)`` at ``(row, col)``."""
@@ -266,15 +272,15 @@ class GeoTiffWriter:
     def commit(self) -> Path:
         """Close and move the file into place."""
         self._dst.close()
-        os.replace(self.tmp, self.path)
-        return self.path
+        return self._target.commit()
 
     def abort(self) -> None:
         """Close and delete the partial file; an earlier output at ``path`` is left untouched."""
         try:
-            self._dst.close()
+            if self._dst is not None:
+                self._dst.close()
         finally:
-            self.tmp.unlink(missing_ok=True)
+            self._target.abort()
 
 
 class ArrayWriter:
@@ -293,10 +299,8 @@ class ArrayWriter:
     def commit(self) -> Path:
         from PIL import Image
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".part")
-        Image.fromarray(self.array, mode="L").save(tmp, format="PNG")
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            Image.fromarray(self.array, mode="L").save(tmp, format="PNG")
         return self.path
 
     def abort(self) -> None:

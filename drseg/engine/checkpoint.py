@@ -15,7 +15,6 @@ middle of a write leaves the previous file untouched.
 from __future__ import annotations
 
 import errno
-import os
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from drseg.atomic import atomic_open
 from drseg.errors import DrsegInputError
 
 MODEL_FORMAT = "drseg-model/1"
@@ -56,32 +56,14 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
+    try:  # the temporary is removed on any exception, KeyboardInterrupt too
+        with atomic_open(path, "wb", fsync=True) as f:  # the directory is fsynced after the rename
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:  # KeyboardInterrupt too: never leave the temporary behind
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        if isinstance(e, OSError):
-            what = "disk full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-            kept = "the previous checkpoint is intact" if path.exists() else "no earlier checkpoint"
-            raise CheckpointWriteError(
-                e.errno or errno.EIO, f"{path}: could not write checkpoint ({what}); {kept}") from e
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    except OSError as e:
+        what = "disk full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        kept = "the previous checkpoint is intact" if path.exists() else "no earlier checkpoint"
+        raise CheckpointWriteError(
+            e.errno or errno.EIO, f"{path}: could not write checkpoint ({what}); {kept}") from e
     return path
 
 

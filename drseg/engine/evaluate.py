@@ -30,10 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from drseg.atomic import atomic_write_text
 from drseg.data.dataset import SegDataset
 from drseg.data.transforms import IGNORE, resize_image, resize_short_side
 from drseg.engine.distributed import DistInfo, all_reduce_sum
-from drseg.engine.metrics import confusion_matrix_unchecked, mean_over_datasets, summarize
+from drseg.engine.metrics import (check_label_ids, confusion_matrix_unchecked, mean_over_datasets,
+                                  summarize)
 from drseg.errors import DrsegInputError
 
 __all__ = ["EvalConfig", "EvalItem", "window_starts", "evaluate_dataset", "evaluate_suite",
@@ -155,7 +157,7 @@ class _EvalInputs(Dataset):
                 raise DrsegInputError(f"{path}: expected a (3, H, W) image, got {tuple(img.shape)}")
             if img.dtype != torch.uint8:
                 img = img.clamp(0, 255).round().to(torch.uint8)  # readers give integral 0..255 values
-        _check_labels(mask, path, self.num_classes)
+        check_label_ids(mask, self.num_classes, IGNORE, source=path)
         return {"image": img, "mask": mask.to(torch.uint8), "path": path}
 
 
@@ -183,15 +185,6 @@ def _prepare_images(images: torch.Tensor | list[torch.Tensor], cfg: EvalConfig,
             x = resize_image(x, (cfg.slide_size, cfg.slide_size))
         out.append(x)
     return out[0] if len(out) == 1 else torch.cat(out)
-
-
-def _check_labels(mask: torch.Tensor, path: str, k: int) -> None:
-    """Every label id of ``mask`` (CPU) is < k or the ignore id; else raise naming the file."""
-    bad = (mask != IGNORE) & ((mask < 0) | (mask >= k))
-    if bool(bad.any()):
-        m = mask[mask != IGNORE]
-        raise DrsegInputError(f"{path}: confusion_matrix: ids must lie in [0, {k}) or equal "
-                              f"ignore_index {IGNORE}; found values in [{int(m.min())}, {int(m.max())}]")
 
 
 def _worker_init(_: int) -> None:
@@ -331,14 +324,7 @@ def _nan_to_none(x):
 
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write JSON (NaN as null, sorted keys off, 2-space indent), atomically."""
-    import os
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    tmp.write_text(json.dumps(_nan_to_none(obj), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(_nan_to_none(obj), indent=2, allow_nan=False) + "\n")
 
 
 def evaluate_suite(model: torch.nn.Module, items: Sequence[EvalItem], cfg: EvalConfig, out_dir: str | Path,

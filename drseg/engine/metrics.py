@@ -22,7 +22,36 @@ import torch
 
 from drseg.errors import DrsegInputError
 
-__all__ = ["confusion_matrix", "confusion_matrix_unchecked", "summarize", "mean_over_datasets"]
+__all__ = ["check_label_ids", "confusion_matrix", "confusion_matrix_unchecked", "summarize",
+           "mean_over_datasets"]
+
+
+def check_label_ids(mask: torch.Tensor, num_classes: int, ignore_index: int = 255,
+                    source: str = "masks") -> None:
+    """Check that every id of an integer label mask is a class id or the ignore id.
+
+    One reduction and one host sync (``bad.any()``); the offending ids are only gathered when
+    the check fails.
+
+    Args:
+        mask: integer class ids, any shape (uint8 or int64; on any device).
+        num_classes: K; valid ids are ``0..K-1``.
+        ignore_index: the ignore id, also valid.
+        source: what the mask is, for the message: its file path, or a label such as
+            ``"masks"``.
+
+    Raises:
+        DrsegInputError: an id is outside ``0..K-1`` and not the ignore id; the message names
+            ``source``, the range of the offending ids, the valid range and the ignore id.
+    """
+    bad = (mask != ignore_index) & ((mask < 0) | (mask >= num_classes))
+    if bool(bad.any()):
+        ids = mask[bad]
+        lo, hi = int(ids.min()), int(ids.max())
+        found = f"id {lo}" if lo == hi else f"ids {lo}..{hi}"
+        raise DrsegInputError(f"{source}: label {found} outside 0..{num_classes - 1} and not "
+                              f"the ignore id {ignore_index} (class ids must lie in "
+                              f"[0, {num_classes}) or equal the ignore id)")
 
 
 def confusion_matrix(
@@ -30,7 +59,8 @@ def confusion_matrix(
 ) -> torch.Tensor:
     """Confusion matrix of one prediction/label pair (or a batch of them).
 
-    Computed with one ``torch.bincount`` on the tensors' device; nothing is copied to the host.
+    The ids are range-checked (one host sync), then counted by
+    :func:`confusion_matrix_unchecked` on the tensors' device.
 
     Args:
         pred: predicted class ids, any integer shape, values in ``[0, num_classes)``.
@@ -53,17 +83,16 @@ def confusion_matrix(
     pred = pred.reshape(-1).long()
     gt = gt.reshape(-1).long()
     keep = gt != ignore_index
-    pred, gt = pred[keep], gt[keep]
-    if gt.numel():
+    pred_kept, gt_kept = pred[keep], gt[keep]
+    if gt_kept.numel():
         # one fused reduction instead of four host syncs
-        lo = torch.stack([gt.min(), pred.min()]).min()
-        hi = torch.stack([gt.max(), pred.max()]).max()
+        lo = torch.stack([gt_kept.min(), pred_kept.min()]).min()
+        hi = torch.stack([gt_kept.max(), pred_kept.max()]).max()
         if lo.item() < 0 or hi.item() >= num_classes:
             raise DrsegInputError(
                 f"confusion_matrix: ids must lie in [0, {num_classes}) or equal ignore_index "
                 f"{ignore_index}; found values in [{lo.item()}, {hi.item()}]")
-    conf = torch.bincount(gt * num_classes + pred, minlength=num_classes * num_classes)
-    return conf.reshape(num_classes, num_classes)  # (N gt, N pred)
+    return confusion_matrix_unchecked(pred, gt, num_classes, ignore_index)
 
 
 def confusion_matrix_unchecked(pred: torch.Tensor, gt: torch.Tensor, num_classes: int,

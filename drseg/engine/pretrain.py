@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -33,6 +32,7 @@ from scipy.stats import rankdata
 from torch import nn
 from tqdm.auto import tqdm
 
+from drseg.atomic import atomic_write_bytes
 from drseg.data.captions import CaptionCorpus
 from drseg.engine.metrics import confusion_matrix, summarize
 from drseg.errors import DrsegInputError
@@ -264,14 +264,10 @@ def save_clip_checkpoint(model: nn.Module, path: str | Path) -> Path:
         the path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
     buf = io.BytesIO()  # in memory: torch names the archive after the file; "archive" here,
     torch.save(state, buf)  # so the bytes do not depend on the path
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def load_pretrained(path: str | Path, model_name: str = "drseg-tiny-clip",

@@ -34,8 +34,6 @@ import dataclasses
 import hashlib
 import io
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,10 +47,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from drseg.engine.metrics import confusion_matrix, summarize
+from drseg.atomic import atomic_write_bytes
+from drseg.engine.metrics import check_label_ids, confusion_matrix, summarize
 from drseg.errors import DrsegInputError
 from drseg.models import clip as dclip
-from drseg.models import spsd as mspsd
 
 IGNORE = 255
 VIEWS = ("tiles", "resize")
@@ -242,9 +240,7 @@ def patch_labels(masks: torch.Tensor, grid: tuple[int, int], num_classes: int, p
     if not 0.5 < purity <= 1:
         raise DrsegInputError(f"spsd.purity: must be in (0.5, 1], got {purity!r}")
     m = masks.long()
-    bad = (m != ignore_index) & ((m < 0) | (m >= num_classes))
-    if bad.any():
-        raise DrsegInputError(f"masks: ids must be in [0, {num_classes}) or {ignore_index}")
+    check_label_ids(m, num_classes, ignore_index, source="masks")
     m = torch.where(m == ignore_index, num_classes, m)  # ignore -> extra plane K
     onehot = F.one_hot(m, num_classes + 1).permute(0, 3, 1, 2).float()  # (B, K+1, H, W)
     frac = F.adaptive_avg_pool2d(onehot, grid)[:, :num_classes]  # (B, K, h, w)
@@ -665,19 +661,7 @@ def channel_mask_maps(study: StudyFeatures, image_index: int, class_id: int,
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     """Write ``data`` via a temp file and rename (an interrupted run leaves no partial file)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~mspsd._umask())  # mkstemp makes 0600
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return p
+    return atomic_write_bytes(path, data)
 
 
 def save_prototypes(path: str | Path, ps: PrototypeSet, meta: dict[str, Any]) -> Path:

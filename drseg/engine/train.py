@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from drseg.data.transforms import TrainAugment
 from drseg.engine import checkpoint as ckpt
 from drseg.engine.distributed import DistInfo, all_reduce_sum
+from drseg.engine.metrics import check_label_ids
 from drseg.errors import DrsegInputError
 
 log = logging.getLogger(__name__)
@@ -201,11 +202,7 @@ class _Augmented(Dataset):
         s = self.base[idx]
         image, mask = self.augment(s["image"], s["mask"], seed)
         path = str(s.get("path", idx))
-        bad = (mask != self.ignore_index) & ((mask < 0) | (mask >= self.num_classes))
-        if bool(bad.any()):
-            raise DrsegInputError(f"{path}: label id {int(mask[bad][0])} outside "
-                                  f"0..{self.num_classes - 1} (and not the ignore id "
-                                  f"{self.ignore_index})")
+        check_label_ids(mask, self.num_classes, self.ignore_index, source=path)
         return {"image": image, "mask": mask, "path": path}
 
 

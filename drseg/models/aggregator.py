@@ -13,6 +13,8 @@ The volume is laid out (B, E, K, h, w).
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from timm.layers import Mlp
@@ -108,6 +110,42 @@ class GuidedWindowAttention(nn.Module):
         return self.proj(out)
 
 
+def shift_window_mask(h: int, w: int, window: int, shift: int,
+                      device: torch.device | str = "cpu") -> torch.Tensor:
+    """The additive attention mask of a shifted-window (SW-MSA) block, as Swin's.
+
+    After the cyclic shift a window may hold tokens from up to four regions that were not
+    adjacent in the map; attention between different regions is masked out.
+
+    Args:
+        h, w: map size (multiples of ``window``). window: window side.
+        shift: cyclic shift (0 < shift < window). device: where to build it.
+
+    Returns:
+        (nW, L, L) float32 on ``device``, 0 within a region and -100 across regions,
+        nW = (h / window) * (w / window), L = window ** 2.
+    """
+    img = torch.zeros(1, h, w, 1, device=device)
+    cnt = 0
+    for hs in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
+        for ws in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
+            img[:, hs, ws, :] = cnt
+            cnt += 1
+    win = window_partition(img, (window, window)).flatten(1)  # (nW, L)
+    diff = win.unsqueeze(1) - win.unsqueeze(2)  # (nW, L, L)
+    return diff.ne(0).float() * -100.0
+
+
+@functools.lru_cache(maxsize=64)
+def cached_shift_window_mask(h: int, w: int, window: int, shift: int,
+                             device: torch.device) -> torch.Tensor:
+    """:func:`shift_window_mask`, built once per argument tuple and then shared: the caller
+    must not modify it in place. Built outside inference mode, so a mask first made during
+    evaluation also serves a later training step."""
+    with torch.inference_mode(False):
+        return shift_window_mask(h, w, window, shift, device)
+
+
 class GuidedSwinBlock(nn.Module):
     """One Swin block (W-MSA or SW-MSA, then MLP) with appearance guidance in q/k.
 
@@ -125,19 +163,14 @@ class GuidedSwinBlock(nn.Module):
         self.mlp = Mlp(dim, 4 * dim)
 
     def _mask(self, h: int, w: int, device: torch.device) -> torch.Tensor | None:
+        """The (nW, L, L) shift mask of an h x w map (None without a shift), built once per
+        (h, w, device) in eager mode (:func:`cached_shift_window_mask`); under torch.compile
+        it is traced into the graph as before (no Python-side cache in the compiled code)."""
         if not self.shift:
             return None
-        img = torch.zeros(1, h, w, 1, device=device)
-        cnt = 0
-        for hs in (slice(0, -self.window), slice(-self.window, -self.shift),
-                   slice(-self.shift, None)):
-            for ws in (slice(0, -self.window), slice(-self.window, -self.shift),
-                       slice(-self.shift, None)):
-                img[:, hs, ws, :] = cnt
-                cnt += 1
-        win = window_partition(img, (self.window, self.window)).flatten(1)  # (nW, L)
-        diff = win.unsqueeze(1) - win.unsqueeze(2)  # (nW, L, L)
-        return diff.ne(0).float() * -100.0
+        if torch.compiler.is_compiling():
+            return shift_window_mask(h, w, self.window, self.shift, device)
+        return cached_shift_window_mask(h, w, self.window, self.shift, device)
 
     def _windows(self, t: torch.Tensor) -> torch.Tensor:
         """(N, h, w, C) -> (N*nW, L, C): cyclic shift, then window partition."""

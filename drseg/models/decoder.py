@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from drseg.engine.metrics import check_label_ids
 from drseg.errors import DrsegInputError
 
 
@@ -146,6 +147,8 @@ def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, ignore_index: i
         ignore_mode: ``"mask"`` (default): ignore pixels are left out of the mean;
             ``"zero"``: the reference CAT-Seg/RSKT behaviour, ignore pixels get an all-zero
             target (negatives for every class) and count in the mean.
+        check: validate the label ids (:func:`drseg.engine.metrics.check_label_ids`, one host
+            sync); off for callers that checked them already (the training loader).
 
     Returns:
         scalar loss.
@@ -158,11 +161,9 @@ def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, ignore_index: i
     K = logits.shape[1]
     logits = F.interpolate(logits.float(), size=masks.shape[-2:], mode="bilinear",
                            align_corners=False)
+    if check:
+        check_label_ids(masks, K, ignore_index, source="masks")
     valid = masks != ignore_index
-    bad = valid & ((masks < 0) | (masks >= K)) if check else None
-    if check and bad.any():
-        raise DrsegInputError(f"masks: class id {int(masks[bad][0])} outside 0..{K - 1} "
-                              f"(and not the ignore id {ignore_index})")
     target = F.one_hot(masks.clamp(0, K - 1), K).permute(0, 3, 1, 2).float()  # (B, K, H, W)
     target = target * valid.unsqueeze(1)
     loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from drseg.atomic import atomic_write_text
 from drseg.reports.tables import PROVENANCE_TEXT, Table, display_name, fmt, table_emphasis
 
 RUNS_SCRIPT = "mlflow_runs.js"
@@ -191,10 +192,5 @@ def write_page(path: str | Path, text: str) -> Path:
 
 
 def _write_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a temporary sibling, then rename it over ``path``."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(p)
-    return p
+    """Write ``text`` (UTF-8) to a temporary sibling, then rename it over ``path``."""
+    return atomic_write_text(path, text, encoding="utf-8")

@@ -28,6 +28,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from drseg.atomic import atomic_write_text
 from drseg.errors import DrsegInputError
 
 METRICS = ("mIoU", "mACC", "fwIoU", "pACC")
@@ -620,9 +621,5 @@ def write_tables(tables: Sequence[Table], out_dir: str | Path) -> list[Path]:
     written = []
     for t in tables:
         for ext, text in (("tex", to_latex(t)), ("md", to_markdown(t)), ("csv", to_csv(t))):
-            path = out / f"{t.name}.{ext}"
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(path)
-            written.append(path)
+            written.append(atomic_write_text(out / f"{t.name}.{ext}", text, encoding="utf-8"))
     return written
