@@ -159,3 +159,38 @@ def test_images_of_several_sizes_in_one_batch(trained):
             up = F.interpolate(logits.sigmoid(), size=s["mask"].shape, mode="bilinear", align_corners=False)
             ref += confusion_matrix(up[0].argmax(0), s["mask"], 4)
     assert torch.equal(conf, ref)
+
+
+def test_bad_eval_flags_are_named():
+    with pytest.raises(DrsegInputError, match="evaluate.compile: expected true/false"):
+        EvalConfig.from_params({"compile": "yes"})
+    with pytest.raises(DrsegInputError, match="evaluate.channels_last"):
+        EvalConfig.from_params({"channels_last": 1})
+    with pytest.raises(DrsegInputError, match="evaluate.num_workers"):
+        EvalConfig.from_params({"num_workers": -1})
+
+
+def test_loader_quarter_batches_merge_back_into_model_batches():
+    from drseg.engine.evaluate import _loader_batch_size, _model_batches
+
+    assert _loader_batch_size(32, 12) == 8 and _loader_batch_size(32, 0) == 32
+    assert _loader_batch_size(6, 2) == 2 and _loader_batch_size(7, 2) == 7
+    loader = [{"image": torch.full((2, 3, 4, 4), float(i)), "mask": [torch.zeros(4, 4)] * 2,
+               "path": [f"{i}a", f"{i}b"]} for i in range(5)]  # 10 images in loader batches of 2
+    merged = list(_model_batches(loader, 4))
+    assert [len(b["mask"]) for b in merged] == [4, 4, 2]
+    assert [p for b in merged for p in b["path"]] == [f"{i}{c}" for i in range(5) for c in "ab"]
+    assert [g[0, 0, 0, 0].item() for g in merged[1]["image"]] == [2.0, 3.0]
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_worker_loader_gives_the_same_matrix_as_in_process(trained, mixed):
+    """With workers the loader hands over quarter batches that are merged back: same model
+    batches, same confusion matrix as without workers (one image size, and several)."""
+    ds = _MixedSizes() if mixed else ColourBlobs(n=10, seed=6)
+    vocab = ["red roof", "grass", "water", "sand"]
+    confs = []
+    for workers in (0, 2):
+        cfg = EvalConfig(input_size=12, short_side=40, max_long=100, batch_size=4, num_workers=workers)
+        confs.append(evaluate_dataset(trained, ds, vocab, cfg, progress=False)[0])
+    assert confs[0].sum() > 0 and torch.equal(confs[0], confs[1])
