@@ -158,3 +158,11 @@ def test_shifted_block_traces_in_one_graph_under_torch_compile():
             assert torch.equal(out, blk(x, g, 3))
     finally:
         torch._dynamo.reset()
+
+
+def test_cached_bilinear_matrix_is_built_once_and_equals_a_fresh_one():
+    from drseg.models.aggregator import bilinear_matrix, cached_bilinear_matrix
+
+    a = cached_bilinear_matrix(12, 24, torch.device("cpu"), torch.bfloat16)
+    assert a is cached_bilinear_matrix(12, 24, torch.device("cpu"), torch.bfloat16)
+    assert a.dtype == torch.bfloat16 and torch.equal(a, bilinear_matrix(12, 24, "cpu", torch.bfloat16))

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from drseg.atomic import umask
 from drseg.errors import DrsegInputError
 from drseg.models import spsd
 
@@ -179,7 +180,7 @@ def test_index_roundtrip_and_byte_stable(tmp_path):
     _save(p)
     assert p.read_bytes() == first
     assert list(tmp_path.joinpath("spsd").iterdir()) == [p]  # no temp file left behind
-    assert p.stat().st_mode & 0o777 == 0o666 & ~spsd._umask()  # not mkstemp's 0600
+    assert p.stat().st_mode & 0o777 == 0o666 & ~umask()  # not mkstemp's 0600
 
 
 @pytest.mark.parametrize("rho,n_sem", [(0.0, 0), (0.25, 2), (1.0, 8)])

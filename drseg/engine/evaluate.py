@@ -34,8 +34,8 @@ from drseg.atomic import atomic_write_text
 from drseg.data.dataset import SegDataset
 from drseg.data.transforms import IGNORE, resize_image, resize_short_side
 from drseg.engine.distributed import DistInfo, all_reduce_sum
-from drseg.engine.metrics import (check_label_ids, confusion_matrix_unchecked, mean_over_datasets,
-                                  summarize)
+from drseg.data.labels import check_label_ids
+from drseg.engine.metrics import confusion_matrix_unchecked, mean_over_datasets, summarize
 from drseg.errors import DrsegInputError
 
 __all__ = ["EvalConfig", "EvalItem", "window_starts", "evaluate_dataset", "evaluate_suite",

@@ -48,7 +48,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from drseg.atomic import atomic_write_bytes
-from drseg.engine.metrics import check_label_ids, confusion_matrix, summarize
+from drseg.data.labels import check_label_ids
+from drseg.engine.metrics import confusion_matrix, summarize
 from drseg.errors import DrsegInputError
 from drseg.models import clip as dclip
 
@@ -659,11 +660,6 @@ def channel_mask_maps(study: StudyFeatures, image_index: int, class_id: int,
 # --------------------------------------------------------------------------- outputs
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` via a temp file and rename (an interrupted run leaves no partial file)."""
-    return atomic_write_bytes(path, data)
-
-
 def save_prototypes(path: str | Path, ps: PrototypeSet, meta: dict[str, Any]) -> Path:
     """Save the prototypes as a torch file (byte-identical for identical content).
 
@@ -678,7 +674,7 @@ def save_prototypes(path: str | Path, ps: PrototypeSet, meta: dict[str, Any]) ->
            "images": int(ps.images), "grid": list(ps.grid), **meta}
     buf = io.BytesIO()
     torch.save(obj, buf)
-    return write_bytes_atomic(path, buf.getvalue())
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def load_prototypes(path: str | Path) -> dict[str, Any]:

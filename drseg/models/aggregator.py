@@ -259,18 +259,29 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return torch.einsum("nlhd,nhdv,nlh->nlhv", q, kv, z) * length
 
 
-def bilinear_matrix(n_in: int, n_out: int, device: torch.device | str | None = None
-                    ) -> torch.Tensor:
-    """(n_out, n_in) float32 weights of 1-d linear interpolation with ``align_corners=True``.
+def bilinear_matrix(n_in: int, n_out: int, device: torch.device | str | None = None,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(n_out, n_in) weights of 1-d linear interpolation with ``align_corners=True``.
 
     Output i samples the input at ``p_i = i (n_in - 1) / (n_out - 1)``; input j weighs
     ``max(0, 1 - |p_i - j|)`` (the linear "tent"), so
     ``F.interpolate(t, size, mode="bilinear", align_corners=True) == M_h @ t @ M_w.T``.
-    Built on ``device`` (float64, then float32): no host-to-device copy in the forward pass.
+    Built on ``device`` (float64, then float32, then ``dtype``): no host-to-device copy in the
+    forward pass.
     """
     pos = torch.arange(n_out, dtype=torch.float64, device=device) * (n_in - 1) / max(n_out - 1, 1)
     src = torch.arange(n_in, dtype=torch.float64, device=device)
-    return (1 - (pos[:, None] - src[None, :]).abs()).clamp_min(0).float()
+    return (1 - (pos[:, None] - src[None, :]).abs()).clamp_min(0).float().to(dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def cached_bilinear_matrix(n_in: int, n_out: int, device: torch.device,
+                           dtype: torch.dtype) -> torch.Tensor:
+    """:func:`bilinear_matrix`, built once per argument tuple and shared (eager mode; the
+    caller must not modify it in place), outside inference mode like
+    :func:`cached_shift_window_mask`."""
+    with torch.inference_mode(False):
+        return bilinear_matrix(n_in, n_out, device, dtype)
 
 
 def upsample_bilinear(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -281,8 +292,9 @@ def upsample_bilinear(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     136 x 128 maps of 12 x 12, and CUDA's NCHW interpolation kernel, parallel only over the
     576 output pixels and run in float32 under autocast, took 9 ms of a 111 ms step (H100).
     """
-    mh = bilinear_matrix(t.shape[-2], size[0], t.device).to(t.dtype)
-    mw = bilinear_matrix(t.shape[-1], size[1], t.device).to(t.dtype)
+    build = bilinear_matrix if torch.compiler.is_compiling() else cached_bilinear_matrix
+    mh = build(t.shape[-2], size[0], t.device, t.dtype)
+    mw = build(t.shape[-1], size[1], t.device, t.dtype)
     return torch.matmul(torch.matmul(mh, t), mw.T)
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from drseg.engine.metrics import check_label_ids
+from drseg.data.labels import check_label_ids
 from drseg.errors import DrsegInputError
 
 
@@ -147,7 +147,7 @@ def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, ignore_index: i
         ignore_mode: ``"mask"`` (default): ignore pixels are left out of the mean;
             ``"zero"``: the reference CAT-Seg/RSKT behaviour, ignore pixels get an all-zero
             target (negatives for every class) and count in the mean.
-        check: validate the label ids (:func:`drseg.engine.metrics.check_label_ids`, one host
+        check: validate the label ids (:func:`drseg.data.labels.check_label_ids`, one host
             sync); off for callers that checked them already (the training loader).
 
     Returns:

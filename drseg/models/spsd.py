@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from drseg.atomic import atomic_write_text, umask
+from drseg.atomic import atomic_write_text
 from drseg.errors import DrsegInputError
 
 INDEX_FORMAT = "drseg-spsd-index/1"
@@ -395,6 +395,3 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON (trailing newline) via a temp file and rename, so an
     interrupted run never leaves a half-written file."""
     atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
-
-
-_umask = umask  # the process umask; the name the tests use

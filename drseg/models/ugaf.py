@@ -13,7 +13,6 @@ Tensors of the cost volume are laid out (B, E, K, h, w): E embedding channels pe
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn
