@@ -90,16 +90,23 @@ def time_fn(fn, device, warmup: int, reps: int) -> list[float]:
 
 
 def make_step(model, opt, params, images, masks, vocab, amp, clip=0.01, compiled=None,
-              graphed=False):
-    """One training step as the engine runs it (labels checked in the loader, not here)."""
+              graphed=False, step_loss=None):
+    """One training step as the engine runs it (labels checked in the loader, not here).
+
+    ``step_loss``: the engine's :class:`drseg.engine.train.StepLoss` (forward and loss in one
+    module), compiled or not; None: the model (``compiled`` or ``model``) with the loss
+    computed eagerly after it (the engine before session 4)."""
     net = compiled if compiled is not None else model
 
     def step():
         if graphed:
             torch.compiler.cudagraph_mark_step_begin()
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = net(images, vocab)
-        loss = model.loss(logits.float(), masks, check=False)  # the engine checks in its loader
+        if step_loss is not None:
+            loss = step_loss(images, masks)
+        else:
+            with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = net(images, vocab)
+            loss = model.loss(logits.float(), masks, check=False)  # the engine checks in its loader
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, clip)

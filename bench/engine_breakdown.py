@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import torch  # noqa: E402
 
 from engine_bench import DLRSD, H100_BF16_PEAK, build, log, make_step, sync  # noqa: E402
+from drseg.engine.train import StepLoss  # noqa: E402
 
 
 #: kernel-name patterns of each category (first match wins), for the compiled step's breakdown
@@ -205,6 +206,9 @@ def main(argv=None):
     ap.add_argument("--no-components", action="store_true", help="whole steps only")
     ap.add_argument("--no-eager", action="store_true", help="skip the eager whole step")
     ap.add_argument("--preset", default="vitb16-384", help="model preset (vitl14-336: ViT-L/14)")
+    ap.add_argument("--legacy", action="store_true",
+                    help="the step as of session 3 (baseline): loss outside the compiled model, "
+                         "1-channel decoder head, NCHW guidance upsampler")
     args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     if device.type == "cuda":
@@ -219,7 +223,9 @@ def main(argv=None):
     images = (torch.rand(batch, 3, size, size, generator=g) * 255).to(device)
     masks = torch.randint(0, len(DLRSD), (batch, size, size), generator=g).to(device)
     model.train()
-    res = {"label": args.label, "device": torch.cuda.get_device_name(0) if amp else "cpu",
+    if args.legacy:
+        model.decoder.head_pad, model.guidance_up.channels_last = 1, False
+    res = {"label": args.label, "legacy": args.legacy, "device": torch.cuda.get_device_name(0) if amp else "cpu",
            "torch": torch.__version__, "preset": preset, "batch": batch, "classes": len(DLRSD),
            "components": {}, "steps": {}}
     out = Path(args.out)
@@ -253,9 +259,16 @@ def main(argv=None):
             t0 = time.perf_counter()
             opt = torch.optim.AdamW(model.parameter_groups(2e-4, 0.01), lr=2e-4, weight_decay=1e-4,
                                     **({"fused": True} if amp else {}))
-            net = torch.compile(model, mode=None if mode == "default" else mode) if mode else None
-            step = make_step(model, opt, params, images, masks, DLRSD, amp, compiled=net,
-                             graphed=mode in ("reduce-overhead", "max-autotune"))
+            compile_ = (lambda m: torch.compile(m, mode=None if mode == "default" else mode)) if mode \
+                else (lambda m: None)
+            if args.legacy:  # the model compiled, the loss eager after it
+                step = make_step(model, opt, params, images, masks, DLRSD, amp, compiled=compile_(model),
+                                 graphed=mode in ("reduce-overhead", "max-autotune"))
+            else:  # the engine's StepLoss (forward + loss) compiled as one
+                sl = StepLoss(model, DLRSD, torch.bfloat16 if amp else None)
+                step = make_step(model, opt, params, images, masks, DLRSD, amp,
+                                 graphed=mode in ("reduce-overhead", "max-autotune"),
+                                 step_loss=compile_(sl) or sl)
             if amp:
                 torch.cuda.reset_peak_memory_stats(device)
             w = wall_time(step, device, warmup=3, reps=10)

@@ -15,7 +15,7 @@ from timm.models.swin_transformer import window_partition, window_reverse
 
 from drseg.models.aggregator import (ClassStep, GuidedSwinBlock, bilinear_matrix, linear_attention,
                                     upsample_bilinear)
-from drseg.models.decoder import Up
+from drseg.models.decoder import Decoder, GuidanceUpsampler, Up
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -110,6 +110,42 @@ def test_decoder_up_equals_the_concatenation_form():
     ref = up.conv(torch.cat([up.up(x), g.repeat_interleave(K, dim=0)], dim=1))
     assert out.shape == (B * K, cout, 2 * h, 2 * h)
     assert _rel(out, ref) < 1e-5
+
+
+def _decoder_run(up: GuidanceUpsampler, dec: Decoder, feats, x):
+    for p in (*up.parameters(), *dec.parameters()):
+        p.grad = None
+    out = dec(x, up(feats))
+    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(0), dtype=out.dtype)
+    (out * w).sum().backward()
+    grads = {n: p.grad.clone() for n, p in (*up.named_parameters(), *dec.named_parameters())}
+    return out.detach(), grads
+
+
+def test_decoder_layout_and_padded_head_match_the_plain_decoder():
+    """Channels-last maps (guidance upsampler and decoder) and the head conv zero-padded to 8
+    output channels (the CUDA defaults) give the logits and every gradient of the plain
+    NCHW decoder with its 1-channel head."""
+    torch.manual_seed(3)
+    B, E, K, h, width = 2, 16, 3, 4, 12
+    up = GuidanceUpsampler(width, (8, 6), (4, 2)).double()
+    dec = Decoder(E, (8, 4), (4, 2)).double()
+    feats = [torch.randn(B, width, h, h, dtype=torch.float64) for _ in range(2)]
+    x = torch.randn(B, E, K, h, h, dtype=torch.float64)
+    up.channels_last, dec.channels_last, dec.head_pad = False, False, 1
+    ref, ref_grads = _decoder_run(up, dec, feats, x)
+    up.channels_last, dec.channels_last, dec.head_pad = True, True, 8
+    out, grads = _decoder_run(up, dec, feats, x)
+    assert out.shape == (B, K, 4 * h, 4 * h)
+    assert _rel(out, ref) < 1e-12
+    assert grads.keys() == ref_grads.keys()
+    for name, g in grads.items():
+        assert g.shape == ref_grads[name].shape, name
+        assert _rel(g, ref_grads[name]) < 1e-12, name
+    assert grads["head.weight"].shape == (1, 4, 3, 3)
+    # on the CPU the defaults (None) are the plain layout and the unpadded head
+    up.channels_last, dec.channels_last, dec.head_pad = None, None, None
+    assert torch.equal(_decoder_run(up, dec, feats, x)[0], ref)
 
 
 @pytest.mark.parametrize("src,dst", [((12, 12), (24, 24)), ((3, 5), (7, 10)), ((1, 4), (3, 8))])

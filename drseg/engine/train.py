@@ -37,7 +37,7 @@ from drseg.errors import DrsegInputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "train", "sample_plan",
+__all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "StepLoss", "train", "sample_plan",
            "build_optimizer", "build_scheduler"]
 
 
@@ -255,6 +255,36 @@ def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     return None
 
 
+class StepLoss(torch.nn.Module):
+    """The forward pass and the loss of one training batch, as one module.
+
+    ``StepLoss(model, vocab, amp_dtype)(images, masks)`` is ``model.loss(logits.float(), masks)``
+    with ``logits = model(images, vocab)`` under autocast: the same operations in the same order
+    as calling the two one after the other. It is what the engine wraps in DDP and compiles:
+    with the loss inside the compiled region, the upsampling, one-hot targets and BCE of the loss
+    (and their backward) fuse into the graphs instead of running eagerly between two CUDA
+    graph replays. ``bench/engine_breakdown.py`` times this same module.
+
+    Args:
+        model: the DR-Seg model (``model(images, vocab)``, ``model.loss(logits, masks, check)``).
+        vocab: class names in mask-id order.
+        amp_dtype: autocast dtype of the forward pass (None: no autocast).
+        check: validate the label ids in the loss (off in the engine: its loader checks them).
+    """
+
+    def __init__(self, model: torch.nn.Module, vocab: Sequence[str], amp_dtype: torch.dtype | None,
+                 check: bool = False):
+        super().__init__()
+        self.model, self.vocab, self.amp_dtype, self.check = model, list(vocab), amp_dtype, check
+
+    def forward(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) images, (B, H, W) class ids -> the scalar loss."""
+        with torch.autocast(images.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            logits = self.model(images, self.vocab)
+        return self.model.loss(logits.float(), masks, check=self.check)
+
+
 def train(
     model: torch.nn.Module,
     dataset: Dataset,
@@ -341,11 +371,12 @@ def train(
             log.info("resumed from %s at iteration %d", state_path, start)
     resumed_from = start
 
-    net = model
+    amp_dtype = _amp_dtype(cfg, device)
+    net: torch.nn.Module = StepLoss(core, vocab, amp_dtype)  # labels checked in _Augmented
     if info.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        net = DDP(core, device_ids=[device.index] if device.type == "cuda" else None,
+        net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None,
                   find_unused_parameters=cfg.ddp_find_unused)
     graphed = False
     if cfg.compile and device.type == "cuda":
@@ -367,7 +398,6 @@ def train(
                                     getattr(getattr(core, "cfg", None), "ignore_index", 255)),
                         batch_sampler=sampler, collate_fn=_collate,
                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda", **loader_kw)
-    amp_dtype = _amp_dtype(cfg, device)
     params = [p for p in core.parameters() if p.requires_grad]
     sync_every = 1 if device.type == "cpu" else cfg.log_every
     pending: list[tuple[int, torch.Tensor, float, list[str]]] = []
@@ -406,9 +436,7 @@ def train(
             lr = max(g["lr"] for g in optimizer.param_groups)  # the base rate (CLIP runs lower)
             if graphed:  # a new iteration: outputs of the previous graph replay may be reused
                 torch.compiler.cudagraph_mark_step_begin()
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                logits = net(images, list(vocab))
-            loss = core.loss(logits.float(), masks, check=False)  # labels checked in _Augmented
+            loss = net(images, masks)  # StepLoss: forward under autocast, then the loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:

@@ -95,12 +95,17 @@ class GuidanceUpsampler(nn.Module):
                                  nn.ConvTranspose2d(width, up_dims[1], 4, stride=4)])
         self.proj = nn.ModuleList(nn.Sequential(nn.Conv2d(u, p, 3, padding=1), nn.ReLU())
                                   for u, p in zip(up_dims, proj_dims))
+        #: memory format of the feature maps: None = channels-last on CUDA (as
+        #: :attr:`Decoder.channels_last`), contiguous elsewhere; the same values either way.
+        self.channels_last: bool | None = None
 
     def forward(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Two (B, width, h, w) maps -> [(B, 32, 2h, 2w), (B, 16, 4h, 4w)]."""
         if len(feats) != 2:
             raise DrsegInputError(f"model.guidance_layers: the decoder needs 2 layers, "
                                   f"got {len(feats)}")
+        if self.channels_last if self.channels_last is not None else feats[0].is_cuda:
+            feats = [f.contiguous(memory_format=torch.channels_last) for f in feats]
         return [p(u(f)) for f, u, p in zip(feats, self.up, self.proj)]
 
 
@@ -123,6 +128,11 @@ class Decoder(nn.Module):
         #: convolutions are NHWC; NCHW maps cost a layout conversion around every conv),
         #: contiguous elsewhere. The values are the same either way (up to float rounding).
         self.channels_last: bool | None = None
+        #: output channels the 1-channel head convolution is zero-padded to: None = 8 on CUDA
+        #: (cuDNN has no tensor-core kernel for one output channel and falls back to a slow
+        #: generic one), 1 (no padding) elsewhere. Only channel 0 is kept, so the logits and
+        #: the gradients of ``head`` are those of the unpadded convolution.
+        self.head_pad: int | None = None
 
     def forward(self, x: torch.Tensor, guidance: Sequence[torch.Tensor]) -> torch.Tensor:
         """x (B, E, K, h, w), guidance from :class:`GuidanceUpsampler` -> (B, K, 4h, 4w)."""
@@ -133,7 +143,16 @@ class Decoder(nn.Module):
             guidance = [g.contiguous(memory_format=torch.channels_last) for g in guidance]
         t = self.up1(t, guidance[0])
         t = self.up2(t, guidance[1])
-        return self.head(t).view(B, K, 4 * h, 4 * w)
+        return self._head(t).reshape(B, K, 4 * h, 4 * w)
+
+    def _head(self, t: torch.Tensor) -> torch.Tensor:
+        """The 1-channel head, its output channels zero-padded to :attr:`head_pad`."""
+        pad = self.head_pad if self.head_pad is not None else (8 if t.is_cuda else 1)
+        if pad <= 1:
+            return self.head(t)
+        w = F.pad(self.head.weight, (0, 0, 0, 0, 0, 0, 0, pad - 1))  # (pad, cin, 3, 3)
+        b = F.pad(self.head.bias, (0, pad - 1)) if self.head.bias is not None else None
+        return F.conv2d(t, w, b, padding=self.head.padding)[:, :1]
 
 
 def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, ignore_index: int = 255,
