@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
 
-from engine_bench import DLRSD, build, log, make_step, sync  # noqa: E402
+from engine_bench import DLRSD, build, legacy_layers, log, make_step, sync  # noqa: E402
 from drseg.engine.train import StepLoss  # noqa: E402
 
 #: kernels this probe attributes: layout conversions, and convolution kernels of any kind
@@ -60,7 +60,7 @@ def main(argv=None):
     ap.add_argument("--out", required=True)
     ap.add_argument("--compile", action="store_true", help="the compiled step (mode default)")
     ap.add_argument("--legacy", action="store_true",
-                    help="session 3's step: 1-channel head, NCHW guidance upsampler")
+                    help="session 3's layers: 1-channel head, NCHW guidance upsampler, nn.GroupNorm, conv patch embeds")
     ap.add_argument("--quick", action="store_true", help="tiny preset on CPU (smoke test)")
     args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
@@ -71,7 +71,7 @@ def main(argv=None):
     cfg, model = build(preset, device)
     model.train()
     if args.legacy:
-        model.decoder.head_pad, model.guidance_up.channels_last = 1, False
+        legacy_layers(model)
     g = torch.Generator().manual_seed(0)
     size = cfg.image_size
     images = (torch.rand(batch, 3, size, size, generator=g) * 255).to(device)

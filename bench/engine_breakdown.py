@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
 
-from engine_bench import DLRSD, H100_BF16_PEAK, build, log, make_step, sync  # noqa: E402
+from engine_bench import DLRSD, H100_BF16_PEAK, build, legacy_layers, log, make_step, sync  # noqa: E402
 from drseg.engine.train import StepLoss  # noqa: E402
 
 
@@ -208,7 +208,8 @@ def main(argv=None):
     ap.add_argument("--preset", default="vitb16-384", help="model preset (vitl14-336: ViT-L/14)")
     ap.add_argument("--legacy", action="store_true",
                     help="the step as of session 3 (baseline): loss outside the compiled model, "
-                         "1-channel decoder head, NCHW guidance upsampler")
+                         "1-channel decoder head, NCHW guidance upsampler, nn.GroupNorm, convolution "
+                         "patch embeddings")
     args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     if device.type == "cuda":
@@ -224,7 +225,7 @@ def main(argv=None):
     masks = torch.randint(0, len(DLRSD), (batch, size, size), generator=g).to(device)
     model.train()
     if args.legacy:
-        model.decoder.head_pad, model.guidance_up.channels_last = 1, False
+        legacy_layers(model)
     res = {"label": args.label, "legacy": args.legacy, "device": torch.cuda.get_device_name(0) if amp else "cpu",
            "torch": torch.__version__, "preset": preset, "batch": batch, "classes": len(DLRSD),
            "components": {}, "steps": {}}
@@ -266,9 +267,10 @@ def main(argv=None):
                                  graphed=mode in ("reduce-overhead", "max-autotune"))
             else:  # the engine's StepLoss (forward + loss) compiled as one
                 sl = StepLoss(model, DLRSD, torch.bfloat16 if amp else None)
+                compiled_sl = compile_(sl)
                 step = make_step(model, opt, params, images, masks, DLRSD, amp,
                                  graphed=mode in ("reduce-overhead", "max-autotune"),
-                                 step_loss=compile_(sl) or sl)
+                                 step_loss=sl if compiled_sl is None else compiled_sl)
             if amp:
                 torch.cuda.reset_peak_memory_stats(device)
             w = wall_time(step, device, warmup=3, reps=10)

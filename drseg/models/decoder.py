@@ -15,6 +15,7 @@ from torch import nn
 
 from drseg.data.labels import check_label_ids
 from drseg.errors import DrsegInputError
+from drseg.models.layers import run_layers
 
 
 def _groups(ch: int) -> int:
@@ -37,8 +38,8 @@ class DoubleConv(nn.Module):
             nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, cin, H, W) -> (N, cout, H, W)."""
-        return self.net(x)
+        """(N, cin, H, W) -> (N, cout, H, W); channels-last stays channels-last."""
+        return run_layers(self.net, x)
 
 
 class Up(nn.Module):
@@ -70,9 +71,7 @@ class Up(nn.Module):
         yg = F.conv2d(guidance, first.weight[:, cx:], None, padding=first.padding)  # (B, ...)
         B = guidance.shape[0]
         y = (y.view(B, -1, *y.shape[1:]) + yg.unsqueeze(1)).view(y.shape)
-        for layer in self.conv.net[1:]:
-            y = layer(y)
-        return y
+        return run_layers(self.conv.net[1:], y)  # channels-last maps stay channels-last
 
 
 class GuidanceUpsampler(nn.Module):

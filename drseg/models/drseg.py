@@ -33,6 +33,7 @@ from drseg.models import clip as clip_lib
 from drseg.models import spsd
 from drseg.models.aggregator import Aggregator
 from drseg.models.decoder import Decoder, GuidanceUpsampler, segmentation_loss
+from drseg.models.layers import use_patch_gemm
 from drseg.models.pdgr import PDGR
 from drseg.models.prior import GridAdapter, StructuralPrior
 from drseg.models.ugaf import FUSIONS, BranchFusion, per_class
@@ -189,6 +190,7 @@ class DRSeg(nn.Module):
         self.clip = clip_model
         self.tokenizer = tokenizer
         clip_lib.set_qv_trainable(self.clip)
+        use_patch_gemm(self.clip.visual.conv1)  # one GEMM on CUDA (drseg.models.layers)
         visual = self.clip.visual
         # the last vision block runs value-only (dense path): its q projection is unused
         visual.transformer.resblocks[-1].attn.q_proj_weight.requires_grad_(False)

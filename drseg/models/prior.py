@@ -23,6 +23,7 @@ from torch import nn
 from drseg.errors import DrsegInputError
 from drseg.models.checkpoints import load_prior_weights
 from drseg.models.clip import CLIP_MEAN, CLIP_STD
+from drseg.models.layers import use_patch_gemm
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -62,6 +63,7 @@ class StructuralPrior(nn.Module):
             load_prior_weights(self.model, checkpoint)
         self.model.requires_grad_(False)
         self.model.eval()
+        use_patch_gemm(self.model.patch_embed.proj)  # one GEMM on CUDA (drseg.models.layers)
         self.backbone, self.image_size, self.normalize = backbone, image_size, normalize
         self.random_init = checkpoint is None
         self.dim = self.model.num_features

@@ -1,0 +1,102 @@
+"""GPU-friendly forms of two standard layers, the same maps as the originals.
+
+Found with ``bench/conv_layout_probe.py`` (one H200, paper shape, session 4):
+
+* ViT patch embeddings (a convolution with kernel = stride = patch, 3 input channels) ran in
+  cuDNN's legacy ``precomputed_convolve_sgemm`` kernel, no tensor cores: 0.72 ms for CLIP's 4
+  rotations and 0.26 ms for the prior per step. Non-overlapping patches are a reshape, so the
+  convolution is one GEMM (:func:`patch_conv`).
+* ``nn.GroupNorm`` on CUDA returns NCHW whatever its input, so after the first GroupNorm the
+  decoder's channels-last maps were NCHW again and cuDNN converted them around every
+  convolution (2.5 ms of ``nchwToNhwc`` / ``nhwcToNchw`` kernels a step).
+  :func:`group_norm_nhwc` keeps the input's channels-last layout.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def patch_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """``conv(x)`` for a patch-embedding convolution (kernel = stride, no padding, no dilation,
+    one group) as one GEMM over the flattened patches.
+
+    Args:
+        x: (N, C, H, W) with H and W multiples of the patch side.
+        conv: the convolution (its ``weight`` (D, C, p, p) and ``bias``).
+
+    Returns:
+        (N, D, H / p, W / p) in channels-last memory (a view of the (N, h, w, D) GEMM output).
+    """
+    ph, pw = conv.kernel_size
+    N, C, H, W = x.shape
+    h, w = H // ph, W // pw
+    t = x.reshape(N, C, h, ph, w, pw).permute(0, 2, 4, 1, 3, 5).reshape(N * h * w, C * ph * pw)
+    y = F.linear(t, conv.weight.reshape(conv.out_channels, -1), conv.bias)
+    return y.view(N, h, w, -1).permute(0, 3, 1, 2)
+
+
+def is_patch_conv(conv: nn.Module) -> bool:
+    """Whether ``conv`` is a convolution :func:`patch_conv` computes exactly."""
+    return (isinstance(conv, nn.Conv2d) and conv.kernel_size == conv.stride
+            and conv.padding in ((0, 0), 0) and conv.dilation == (1, 1) and conv.groups == 1
+            and conv.padding_mode == "zeros")
+
+
+class PatchConv2d(nn.Conv2d):
+    """A patch-embedding ``nn.Conv2d`` that runs as :func:`patch_conv` on CUDA (and as the
+    convolution elsewhere, or when the input is not a whole number of patches). Same
+    parameters and state_dict keys as the convolution it replaces (:func:`use_patch_gemm`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ph, pw = self.kernel_size
+        if x.is_cuda and x.shape[-2] % ph == 0 and x.shape[-1] % pw == 0:
+            return patch_conv(x, self)
+        return super().forward(x)
+
+
+def use_patch_gemm(conv: nn.Module) -> nn.Module:
+    """Turn a patch-embedding convolution into a :class:`PatchConv2d` in place (its class only:
+    parameters, buffers and hooks stay). Other modules are returned unchanged."""
+    if type(conv) is nn.Conv2d and is_patch_conv(conv):
+        conv.__class__ = PatchConv2d
+    return conv
+
+
+def group_norm_nhwc(x: torch.Tensor, gn: nn.GroupNorm) -> torch.Tensor:
+    """``gn(x)`` computed on the channels-last memory of ``x``, returned channels-last.
+
+    Statistics in float32 (float64 for float64 input) over (H, W, C / G) per group, as ``nn.GroupNorm``; the output has
+    the input's dtype (under autocast ``nn.GroupNorm`` returns float32; the layers that follow
+    in the decoder, ReLU and a convolution that autocasts to bfloat16, see the same values).
+
+    Args:
+        x: (N, C, H, W). gn: the GroupNorm (groups, eps, affine weight and bias).
+    """
+    N, C, H, W = x.shape
+    G = gn.num_groups
+    t = x.permute(0, 2, 3, 1).to(torch.promote_types(x.dtype, torch.float32))
+    t = t.reshape(N, H * W, G, C // G)
+    var, mean = torch.var_mean(t, dim=(1, 3), keepdim=True, correction=0)
+    t = ((t - mean) * torch.rsqrt(var + gn.eps)).reshape(N, H, W, C)
+    if gn.affine:
+        t = t * gn.weight + gn.bias
+    return t.to(x.dtype).permute(0, 3, 1, 2)
+
+
+#: :func:`run_layers` uses :func:`group_norm_nhwc` for channels-last maps (off: nn.GroupNorm
+#: always; the benchmarks' session-3 baseline)
+NHWC_GROUP_NORM = True
+
+
+def run_layers(layers, x: torch.Tensor) -> torch.Tensor:
+    """Apply ``layers`` in order, GroupNorms through :func:`group_norm_nhwc` when ``x`` is
+    channels-last (and not also NCHW-contiguous)."""
+    for layer in layers:
+        if NHWC_GROUP_NORM and isinstance(layer, nn.GroupNorm) and not x.is_contiguous() \
+                and x.is_contiguous(memory_format=torch.channels_last):
+            x = group_norm_nhwc(x, layer)
+        else:
+            x = layer(x)
+    return x

@@ -1,0 +1,73 @@
+"""The GPU forms of the patch embedding and GroupNorm (drseg.models.layers) equal the layers."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from drseg.models.layers import (PatchConv2d, group_norm_nhwc, is_patch_conv, patch_conv,
+                                 run_layers, use_patch_gemm)
+
+
+def _rel(a, b):
+    return float((a - b).detach().norm() / b.detach().norm())
+
+
+@pytest.mark.parametrize("cin,patch,bias", [(3, 16, False), (3, 14, True), (5, 4, True)])
+def test_patch_conv_equals_the_convolution(cin, patch, bias):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(cin, 24, patch, stride=patch, bias=bias).double()
+    x = torch.randn(2, cin, 3 * patch, 2 * patch, dtype=torch.float64, requires_grad=True)
+    ref = conv(x)
+    got = patch_conv(x, conv)
+    assert got.shape == ref.shape == (2, 24, 3, 2)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert _rel(got, ref) < 1e-12
+    w = torch.randn(ref.shape, dtype=torch.float64)
+    g_ref = torch.autograd.grad((ref * w).sum(), [x, conv.weight])
+    g_got = torch.autograd.grad((got * w).sum(), [x, conv.weight])
+    for a, b in zip(g_got, g_ref):
+        assert _rel(a, b) < 1e-12
+
+
+def test_use_patch_gemm_keeps_parameters_and_only_takes_patch_convolutions():
+    conv = nn.Conv2d(3, 8, 4, stride=4)
+    keys = dict(conv.state_dict())
+    assert use_patch_gemm(conv) is conv and type(conv) is PatchConv2d
+    assert {k: v for k, v in conv.state_dict().items()}.keys() == keys.keys()
+    assert all(torch.equal(conv.state_dict()[k], v) for k, v in keys.items())
+    x = torch.randn(1, 3, 8, 8)
+    assert torch.equal(conv(x), nn.functional.conv2d(x, conv.weight, conv.bias, stride=4))  # CPU
+    for other in (nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 8, 4, stride=2),
+                  nn.Conv2d(4, 8, 4, stride=4, groups=2)):
+        assert not is_patch_conv(other)
+        assert type(use_patch_gemm(other)) is nn.Conv2d
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_group_norm_nhwc_equals_group_norm_and_keeps_channels_last(groups):
+    torch.manual_seed(1)
+    gn = nn.GroupNorm(groups, 8).double()
+    nn.init.normal_(gn.weight)
+    nn.init.normal_(gn.bias)
+    x = torch.randn(3, 8, 5, 6, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    ref, got = gn(x), group_norm_nhwc(x, gn)
+    assert got.is_contiguous(memory_format=torch.channels_last) and not got.is_contiguous()
+    assert _rel(got, ref) < 1e-12
+    w = torch.randn(ref.shape, dtype=torch.float64)
+    params = [x, gn.weight, gn.bias]
+    for a, b in zip(torch.autograd.grad((got * w).sum(), params),
+                    torch.autograd.grad((ref * w).sum(), params)):
+        assert _rel(a, b) < 1e-12
+
+
+def test_run_layers_uses_the_nhwc_group_norm_for_channels_last_maps_only():
+    torch.manual_seed(2)
+    layers = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.GroupNorm(2, 8), nn.ReLU())
+    x = torch.randn(2, 4, 6, 6)
+    plain = run_layers(layers, x)
+    assert plain.is_contiguous() and torch.equal(plain, layers(x))
+    cl = run_layers(layers, x.contiguous(memory_format=torch.channels_last))
+    assert cl.is_contiguous(memory_format=torch.channels_last) and not cl.is_contiguous()
+    assert _rel(cl, plain) < 1e-5
