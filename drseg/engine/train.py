@@ -443,7 +443,10 @@ def train(
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
             scheduler.step()
-            pending.append((it, loss.detach(), lr, batch["path"]))
+            # with CUDA graphs the loss is an output buffer of the graph, which the next
+            # iteration's replay overwrites: keep a copy until the next loss sync
+            pending.append((it, loss.detach().clone() if graphed else loss.detach(), lr,
+                            batch["path"]))
             bar.update(1)
             done = it + 1
             if len(pending) >= sync_every or done == stop or done % cfg.checkpoint_every == 0:
