@@ -303,6 +303,47 @@ def session4() -> dict:
     }
 
 
+def step_figure(path: Path) -> None:
+    """Stacked bars: the compiled step's GPU time by kernel category plus the gaps between
+    kernels (wall - GPU), session 3 vs session 4 (both one H200, same bench)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [("session 3\n(H200)", "engine_breakdown_h200_s3_call3_decoder_channels_last.json"),
+            ("session 4\n(H200)", "engine_breakdown_h200_s4_call2_layers_steploss.json")]
+    cats = ["gemm", "attention", "triton_reduction", "triton_pointwise", "conv", "copy_memset",
+            "optimizer", "other"]
+    labels = {"gemm": "GEMM (cuBLAS)", "attention": "attention", "triton_reduction": "Triton reductions",
+              "triton_pointwise": "Triton pointwise", "conv": "convolutions", "copy_memset": "copies",
+              "optimizer": "AdamW", "other": "other", "gaps": "gaps between kernels (wall - GPU)"}
+    fig, ax = plt.subplots(figsize=(9, 2.6))
+    colors = plt.get_cmap("tab10").colors
+    for y, (name, f) in enumerate(runs):
+        st = json.loads((BENCH / f).read_text())["steps"]["compiled_reduce-overhead"]
+        vals = [st["categories_ms"].get(c, {"ms": 0})["ms"] for c in cats] + [st["wall_ms"] - st["gpu_ms"]]
+        left = 0.0
+        for i, (c, v) in enumerate(zip(cats + ["gaps"], vals)):
+            ax.barh(y, v, left=left, color=colors[i % 10] if c != "gaps" else "0.85",
+                    edgecolor="white", label=labels[c] if y == 0 else None)
+            if v >= 2.5:
+                ax.text(left + v / 2, y, f"{v:.1f}", ha="center", va="center", fontsize=8)
+            left += v
+        ax.text(left + 0.5, y, f"{st['wall_ms']:.1f} ms", va="center", fontsize=9, weight="bold")
+    ax.axvline(45, color="k", ls="--", lw=1)
+    ax.text(45.3, 0.5, "target 45 ms\n(on an H100)", fontsize=7, va="center",
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+    ax.set_yticks(range(len(runs)), [r[0] for r in runs])
+    ax.set_xlim(0, 66)
+    ax.set_xlabel("ms per training step (ViT-B/16 384, 4 rotations, DINOv3-L prior, batch 8; "
+                  "compiled, reduce-overhead)", fontsize=8)
+    ax.legend(ncol=5, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.32), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
 def main() -> None:
     r1 = json.loads((BENCH / "engine_h100_run1.json").read_text())
     r2 = json.loads((BENCH / "engine_h100_run2.json").read_text())
@@ -384,6 +425,7 @@ def main() -> None:
         + sess2["sources"] + sess3["sources"] + sess4["sources"],
     }
     (BENCH / "engine_summary.json").write_text(json.dumps(out, indent=2) + "\n")
+    step_figure(BENCH / "step_breakdown_h200.png")
     print(json.dumps(out["comparisons"] + sess2["comparisons"] + sess3["comparisons"]
                      + sess4["comparisons"], indent=1))
     print(json.dumps(out["targets"], indent=1))
