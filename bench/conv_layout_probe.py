@@ -30,8 +30,12 @@ import torch  # noqa: E402
 from engine_bench import DLRSD, build, legacy_layers, log, make_step, sync  # noqa: E402
 from drseg.engine.train import StepLoss  # noqa: E402
 
-#: kernels this probe attributes: layout conversions, and convolution kernels of any kind
-WATCH = re.compile(r"nchwToNhwc|nhwcToNchw|convolve|conv|wgrad|dgrad|fprop|implicit_gemm", re.I)
+#: kernels this probe attributes: every kernel launched by a convolution operator, and by name
+#: the layout conversions and legacy convolution kernels (also where no operator was recorded)
+WATCH_KERNELS = re.compile(r"nchwToNhwc|nhwcToNchw|convolve")
+WATCH_OPS = re.compile(r"conv", re.I)
+#: launching operators never attributed (attention kernels are named "..._fprop", "convert_...")
+SKIP_OPS = re.compile(r"attention|sdpa", re.I)
 
 
 def attribute(trace: dict) -> list[dict]:
@@ -42,9 +46,13 @@ def attribute(trace: dict) -> list[dict]:
             ops[ev["args"]["External id"]] = ev
     groups: dict[tuple, dict] = collections.defaultdict(lambda: {"ms": 0.0, "count": 0})
     for ev in trace.get("traceEvents", []):
-        if ev.get("cat") != "kernel" or not WATCH.search(ev.get("name", "")):
+        if ev.get("cat") != "kernel":
             continue
         op = ops.get(ev.get("args", {}).get("External id"), {})
+        name = op.get("name", "")
+        if SKIP_OPS.search(name) or not (WATCH_OPS.search(name)
+                                         or WATCH_KERNELS.search(ev.get("name", ""))):
+            continue
         a = op.get("args", {})
         key = (ev["name"][:110], op.get("name", "?"), json.dumps(a.get("Input Dims")),
                json.dumps(a.get("Input Strides")))

@@ -10,9 +10,10 @@ the global batch is ``per_gpu_batch x processes``, as ``train.batch_size`` count
 Each run is :func:`drseg.engine.train.train` end to end (loader workers with the random crop /
 flip / colour jitter, DDP all-reduce of the gradients, bf16 autocast) on in-memory random
 512x512 images, the paper-shape model (ViT-B/16 at 384, DINOv3 ViT-L/16 prior, 17 classes) with
-random weights. Steady state = the median over the windows between loss syncs (every
-``log_every`` iterations on CUDA, every iteration on the CPU), the first window (warm-up,
-compile) left out. ``--quick`` runs the tiny preset on CPU (gloo) as a smoke test.
+random weights. Steady state = the median ms per iteration over the windows between
+consecutive loss syncs (every ``log_every`` iterations on CUDA, every iteration on the CPU),
+starting at the second sync: iterations up to the first sync (warm-up, compile) and the
+window between the first two syncs are not timed. ``--quick`` runs the tiny preset on CPU (gloo) as a smoke test.
 """
 from __future__ import annotations
 
@@ -61,6 +62,9 @@ def run(args) -> None:
         steady = stamps[1:] if len(stamps) > 2 else stamps
         windows = [1e3 * (t1 - t0) / max(i1 - i0, 1)
                    for (i0, t0), (i1, t1) in zip(steady, steady[1:])]
+        if not windows:
+            raise SystemExit(f"ddp_bench: {len(stamps)} loss sync(s) in {args.iterations} iterations: "
+                             f"give --iterations at least 3 x --log-every ({args.log_every})")
         ms = statistics.median(windows)
         i0, i1 = steady[0][0], steady[-1][0]
         rec = {"processes": info.world_size, "device": torch.cuda.get_device_name(device)

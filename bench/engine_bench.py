@@ -66,15 +66,11 @@ def build(preset: str, device, overrides=None):
 def legacy_layers(model) -> None:
     """Undo session 4's layer changes (the session-3 baseline of the benches' ``--legacy``):
     1-channel decoder head, NCHW guidance upsampler, nn.GroupNorm, convolution patch embeds."""
-    from torch import nn
-
     from drseg.models import layers
 
     model.decoder.head_pad, model.guidance_up.channels_last = 1, False
     layers.NHWC_GROUP_NORM = False
-    for m in model.modules():
-        if type(m) is layers.PatchConv2d:
-            m.__class__ = nn.Conv2d
+    layers.PATCH_GEMM = "never"
 
 
 def sync(device):

@@ -71,3 +71,64 @@ def test_run_layers_uses_the_nhwc_group_norm_for_channels_last_maps_only():
     cl = run_layers(layers, x.contiguous(memory_format=torch.channels_last))
     assert cl.is_contiguous(memory_format=torch.channels_last) and not cl.is_contiguous()
     assert _rel(cl, plain) < 1e-5
+
+
+def test_run_layers_dispatches_each_group_norm_of_channels_last_maps(monkeypatch):
+    """On the CPU nn.GroupNorm keeps channels-last (on CUDA it does not), so count the calls."""
+    from drseg.models import layers
+
+    calls = []
+    real = layers.group_norm_nhwc
+
+    def counting(x, gn):
+        calls.append(tuple(x.shape))
+        return real(x, gn)
+
+    monkeypatch.setattr(layers, "group_norm_nhwc", counting)
+    net = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.GroupNorm(2, 8), nn.ReLU(),
+                        nn.Conv2d(8, 8, 3, padding=1), nn.GroupNorm(4, 8), nn.ReLU())
+    x = torch.randn(2, 4, 6, 6)
+    run_layers(net, x)
+    assert calls == []  # NCHW maps: nn.GroupNorm
+    run_layers(net, x.contiguous(memory_format=torch.channels_last))
+    assert calls == [(2, 8, 6, 6), (2, 8, 6, 6)]
+    monkeypatch.setattr(layers, "NHWC_GROUP_NORM", False)
+    run_layers(net, x.contiguous(memory_format=torch.channels_last))
+    assert len(calls) == 2  # switched off: nn.GroupNorm again
+
+
+def test_tiny_model_with_the_cuda_layer_forms_matches_the_plain_model(monkeypatch):
+    """The whole tiny model with the GPU forms forced on (patch GEMMs, channels-last decoder
+    and guidance upsampler, NHWC GroupNorm, padded head): the same loss and gradients."""
+    from drseg.engine.train import StepLoss
+    from drseg.models import layers
+    from drseg.models.drseg import build_model, make_config
+
+    torch.manual_seed(0)
+    model = build_model(make_config("tiny"))
+    assert type(model.clip.visual.conv1) is PatchConv2d
+    assert type(model.prior.model.patch_embed.proj) is PatchConv2d
+    vocab = ["roof", "tree", "water"]
+    g = torch.Generator().manual_seed(1)
+    size = model.cfg.image_size
+    images = torch.rand(2, 3, size, size, generator=g) * 255
+    masks = torch.randint(0, 3, (2, size, size), generator=g)
+    step = StepLoss(model, vocab, None)
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        loss = step(images, masks)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                               if p.grad is not None}
+
+    ref_loss, ref_grads = run()
+    monkeypatch.setattr(layers, "PATCH_GEMM", "always")
+    model.decoder.channels_last = model.guidance_up.channels_last = True
+    model.decoder.head_pad = 8
+    loss, grads = run()
+    assert abs(float(loss - ref_loss)) <= 1e-5 * abs(float(ref_loss))
+    assert grads.keys() == ref_grads.keys() and len(grads) > 10
+    num = sum(float((grads[k] - ref_grads[k]).norm() ** 2) for k in grads) ** 0.5
+    den = sum(float(ref_grads[k].norm() ** 2) for k in grads) ** 0.5
+    assert num <= 1e-4 * den

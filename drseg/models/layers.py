@@ -6,8 +6,8 @@ Found with ``bench/conv_layout_probe.py`` (one H200, paper shape, session 4):
   cuDNN's legacy ``precomputed_convolve_sgemm`` kernel, no tensor cores: 0.72 ms for CLIP's 4
   rotations and 0.26 ms for the prior per step. Non-overlapping patches are a reshape, so the
   convolution is one GEMM (:func:`patch_conv`).
-* ``nn.GroupNorm`` on CUDA returns NCHW whatever its input, so after the first GroupNorm the
-  decoder's channels-last maps were NCHW again and cuDNN converted them around every
+* ``nn.GroupNorm`` on CUDA returns NCHW whatever its input (on the CPU it keeps channels-last),
+  so after the first GroupNorm the decoder's channels-last maps were NCHW again and cuDNN converted them around every
   convolution (2.5 ms of ``nchwToNhwc`` / ``nhwcToNchw`` kernels a step).
   :func:`group_norm_nhwc` keeps the input's channels-last layout.
 """
@@ -44,14 +44,22 @@ def is_patch_conv(conv: nn.Module) -> bool:
             and conv.padding_mode == "zeros")
 
 
+#: where :class:`PatchConv2d` runs as a GEMM: ``"cuda"`` (default: CUDA inputs), ``"always"``
+#: (tests: the GEMM path on the CPU too), ``"never"`` (the benchmarks' session-3 baseline)
+PATCH_GEMM = "cuda"
+
+
 class PatchConv2d(nn.Conv2d):
-    """A patch-embedding ``nn.Conv2d`` that runs as :func:`patch_conv` on CUDA (and as the
-    convolution elsewhere, or when the input is not a whole number of patches). Same
-    parameters and state_dict keys as the convolution it replaces (:func:`use_patch_gemm`)."""
+    """A patch-embedding ``nn.Conv2d`` that runs as :func:`patch_conv` on CUDA (see
+    :data:`PATCH_GEMM`) and as the convolution elsewhere or when the input is not a whole
+    number of patches. Same parameters and state_dict keys as the convolution it replaces
+    (:func:`use_patch_gemm`). Same values up to rounding: with ``amp: off`` cuDNN may run the
+    convolution in TF32 while the GEMM runs in the matmul precision torch is set to."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ph, pw = self.kernel_size
-        if x.is_cuda and x.shape[-2] % ph == 0 and x.shape[-1] % pw == 0:
+        gemm = PATCH_GEMM == "always" or (PATCH_GEMM == "cuda" and x.is_cuda)
+        if gemm and x.shape[-2] % ph == 0 and x.shape[-1] % pw == 0:
             return patch_conv(x, self)
         return super().forward(x)
 
@@ -67,9 +75,11 @@ def use_patch_gemm(conv: nn.Module) -> nn.Module:
 def group_norm_nhwc(x: torch.Tensor, gn: nn.GroupNorm) -> torch.Tensor:
     """``gn(x)`` computed on the channels-last memory of ``x``, returned channels-last.
 
-    Statistics in float32 (float64 for float64 input) over (H, W, C / G) per group, as ``nn.GroupNorm``; the output has
-    the input's dtype (under autocast ``nn.GroupNorm`` returns float32; the layers that follow
-    in the decoder, ReLU and a convolution that autocasts to bfloat16, see the same values).
+    Statistics in float32 (float64 for float64 input) over (H, W, C / G) per group, as
+    ``nn.GroupNorm``. The output has the input's dtype, where ``nn.GroupNorm`` under CUDA
+    autocast returns float32: the same values only where what follows rounds to the input's
+    dtype anyway, as in the decoder (ReLU, then a convolution autocast to bfloat16; ReLU
+    commutes with the rounding). Use it there, through :func:`run_layers`.
 
     Args:
         x: (N, C, H, W). gn: the GroupNorm (groups, eps, affine weight and bias).
@@ -92,7 +102,10 @@ NHWC_GROUP_NORM = True
 
 def run_layers(layers, x: torch.Tensor) -> torch.Tensor:
     """Apply ``layers`` in order, GroupNorms through :func:`group_norm_nhwc` when ``x`` is
-    channels-last (and not also NCHW-contiguous)."""
+    channels-last (and not also NCHW-contiguous).
+
+    For the decoder's (conv, GroupNorm, ReLU) stacks: every GroupNorm must be followed by a
+    ReLU and a convolution (see :func:`group_norm_nhwc` on the output dtype)."""
     for layer in layers:
         if NHWC_GROUP_NORM and isinstance(layer, nn.GroupNorm) and not x.is_contiguous() \
                 and x.is_contiguous(memory_format=torch.channels_last):
