@@ -55,9 +55,8 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
             and whatever was at ``path`` before is unchanged.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:  # the temporary is removed on any exception, KeyboardInterrupt too
-        with atomic_open(path, "wb", fsync=True) as f:  # the directory is fsynced after the rename
+        with atomic_open(path, "wb", fsync=True) as f:  # makes the dir, fsyncs it after
             torch.save(obj, f)
     except OSError as e:
         what = "disk full" if e.errno == errno.ENOSPC else (e.strerror or str(e))

@@ -32,9 +32,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from drseg.atomic import atomic_write_text
 from drseg.data.dataset import SegDataset
+from drseg.data.labels import check_label_ids
 from drseg.data.transforms import IGNORE, resize_image, resize_short_side
 from drseg.engine.distributed import DistInfo, all_reduce_sum
-from drseg.data.labels import check_label_ids
 from drseg.engine.metrics import confusion_matrix_unchecked, mean_over_datasets, summarize
 from drseg.errors import DrsegInputError
 

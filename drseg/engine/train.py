@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from drseg.data.labels import check_label_ids
 from drseg.data.transforms import TrainAugment
 from drseg.engine import checkpoint as ckpt
 from drseg.engine.distributed import DistInfo, all_reduce_sum
-from drseg.data.labels import check_label_ids
 from drseg.errors import DrsegInputError
 
 log = logging.getLogger(__name__)

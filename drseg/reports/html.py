@@ -183,14 +183,9 @@ def write_runs_script(path: str | Path, runs: Mapping[str, object], ui: str) -> 
             for v, r in sorted(runs.items())}
     text = (f"window.DRSEG_MLFLOW_UI = {json.dumps(ui)};\n"
             f"window.DRSEG_RUNS = {json.dumps(data, indent=1, sort_keys=True)};\n")
-    return _write_atomic(path, text)
+    return atomic_write_text(path, text, encoding="utf-8")
 
 
 def write_page(path: str | Path, text: str) -> Path:
-    """Write the page atomically."""
-    return _write_atomic(path, text)
-
-
-def _write_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to a temporary sibling, then rename it over ``path``."""
+    """Write the page (UTF-8) atomically."""
     return atomic_write_text(path, text, encoding="utf-8")
