@@ -7,8 +7,9 @@ Found with ``bench/conv_layout_probe.py`` (one H200, paper shape, session 4):
   rotations and 0.26 ms for the prior per step. Non-overlapping patches are a reshape, so the
   convolution is one GEMM (:func:`patch_conv`).
 * ``nn.GroupNorm`` on CUDA returns NCHW whatever its input (on the CPU it keeps channels-last),
-  so after the first GroupNorm the decoder's channels-last maps were NCHW again and cuDNN converted them around every
-  convolution (2.5 ms of ``nchwToNhwc`` / ``nhwcToNchw`` kernels a step).
+  so after the first GroupNorm the decoder's channels-last maps were NCHW again and cuDNN
+  converted them around every convolution (2.5 ms of ``nchwToNhwc`` / ``nhwcToNchw`` kernels
+  a step).
   :func:`group_norm_nhwc` keeps the input's channels-last layout.
 """
 from __future__ import annotations
