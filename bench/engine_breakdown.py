@@ -103,9 +103,46 @@ def wall_time(fn, device, warmup: int = 3, reps: int = 10) -> list[float]:
     return out
 
 
-def components(model, images, masks, vocab, amp: bool):
-    """Closures running each part of the step alone (forward + backward), real shapes."""
+def pipelined_ms(fn, device, steps: int = 20) -> float:
+    """Mean ms per call of ``steps`` back-to-back calls with one synchronisation at the end:
+    the training loop's rate (it synchronises only to log the loss), where :func:`wall_time`
+    synchronises after every call and so adds the start of each call to the GPU's time."""
+    fn()
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    sync(device)
+    return 1e3 * (time.perf_counter() - t) / steps
+
+
+def set_switches(assignments) -> dict:
+    """Apply ``module.ATTR=value`` assignments (e.g. ``drseg.models.layers.PACKED_ATTENTION=never``,
+    the baseline of a session's change); returns them as a dict for the results."""
+    import importlib
+
+    done = {}
+    for a in assignments or ():
+        target, _, value = a.partition("=")
+        mod, _, attr = target.rpartition(".")
+        module = importlib.import_module(mod)
+        if not hasattr(module, attr):
+            raise SystemExit(f"--set {a}: {mod} has no {attr}")
+        old = getattr(module, attr)
+        new = {"True": True, "False": False}.get(value, value) if isinstance(old, bool) else type(old)(value)
+        setattr(module, attr, new)
+        done[target] = new
+    return done
+
+
+def components(model, images, masks, vocab, amp: bool, wrap=None):
+    """Closures running each part of the step alone (forward + backward), real shapes.
+
+    ``wrap`` (e.g. ``torch.compile``) is applied to each part's forward function; the backward
+    runs outside it (its compiled form when the forward is compiled)."""
     from drseg.models import clip as clip_lib
+
+    wrap = wrap or (lambda f: f)
 
     dev = images.device
     ac = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp)  # noqa: E731
@@ -137,48 +174,61 @@ def components(model, images, masks, vocab, amp: bool):
             out = sum(o.float().mean() for o in out)
         out.float().mean().backward()
 
+    clip_fwd = wrap(model._clip_branch)
+
     def clip_visual():
         with ac():
-            m, g = model._clip_branch(x)
+            m, g = clip_fwd(x)
         backward(list(m) + list(g))
+
+    tokens, _ = clip_lib.tokenize_vocab(model.tokenizer, vocab, cfg.templates)
+    tokens = tokens.to(dev)
+    text_fwd = wrap(lambda t: clip_lib.encode_tokens(model.clip, t, len(cfg.templates)))
 
     def text():
         with ac():
-            e, _ = clip_lib.encode_vocab(model.clip, model.tokenizer, vocab, cfg.templates)
+            e = text_fwd(tokens)
         backward(e)
+
+    prior_fwd = wrap(lambda t: model.adapter(model.prior(t)))
 
     def prior():
         with ac():
-            model.adapter(model.prior(x))
+            prior_fwd(x)
 
     d0, dn = leaf(dense0), dino.detach()
+    pdgr_fwd = wrap(model.pdgr)
 
     def pdgr():
         with ac():
-            backward(model.pdgr(d0, dn))
+            backward(pdgr_fwd(d0, dn))
 
     co, cr, gt = leaf(c_ori.to(dense0.dtype)), leaf(c_ref.to(dense0.dtype)), gate.detach()
+    fusion_fwd = wrap(model.fusion)
 
     def fusion():
         with ac():
-            backward(model.fusion(co, cr, gt))
+            backward(fusion_fwd(co, cr, gt))
 
     cs, ap, tg = leaf(cost), leaf(app), leaf(text_g)
+    agg_fwd = wrap(model.aggregator)
 
     def aggregator():
         with ac():
-            backward(model.aggregator(cs, ap, tg))
+            backward(agg_fwd(cs, ap, tg))
 
     ag, gl = leaf(agg), [leaf(g) for g in guide]
+    dec_fwd = wrap(lambda a, g: model.decoder(a, model.guidance_up(g)))
 
     def decoder():
         with ac():
-            backward(model.decoder(ag, model.guidance_up(gl)))
+            backward(dec_fwd(ag, gl))
 
     lg = leaf(logits.float())
+    loss_fwd = wrap(lambda lo: model.loss(lo, masks, check=False))
 
     def loss():
-        model.loss(lg, masks, check=False).backward()
+        loss_fwd(lg).backward()
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(model.parameter_groups(2e-4, 0.01), lr=2e-4, weight_decay=1e-4,
@@ -205,12 +255,17 @@ def main(argv=None):
     ap.add_argument("--label", default="", help="free text stored with the results")
     ap.add_argument("--no-components", action="store_true", help="whole steps only")
     ap.add_argument("--no-eager", action="store_true", help="skip the eager whole step")
+    ap.add_argument("--set", action="append", default=[], metavar="MODULE.ATTR=VALUE",
+                    help="set a module switch first (e.g. drseg.models.layers.PACKED_ATTENTION=never)")
+    ap.add_argument("--compile-components", action="store_true",
+                    help="torch.compile (mode default) each component's forward")
     ap.add_argument("--preset", default="vitb16-384", help="model preset (vitl14-336: ViT-L/14)")
     ap.add_argument("--legacy", action="store_true",
                     help="the step as of session 3 (baseline): loss outside the compiled model, "
                          "1-channel decoder head, NCHW guidance upsampler, nn.GroupNorm, convolution "
                          "patch embeddings")
     args = ap.parse_args(argv)
+    switches = set_switches(args.set)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -227,7 +282,7 @@ def main(argv=None):
     if args.legacy:
         legacy_layers(model)
     res = {"label": args.label, "legacy": args.legacy, "device": torch.cuda.get_device_name(0) if amp else "cpu",
-           "torch": torch.__version__, "preset": preset, "batch": batch, "classes": len(DLRSD),
+           "torch": torch.__version__, "switches": switches, "preset": preset, "batch": batch, "classes": len(DLRSD),
            "components": {}, "steps": {}}
     out = Path(args.out)
 
@@ -235,7 +290,9 @@ def main(argv=None):
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=2) + "\n")
 
-    parts = {} if args.no_components else components(model, images, masks, DLRSD, amp)
+    wrap = torch.compile if args.compile_components else None
+    res["components_compiled"] = bool(args.compile_components)
+    parts = {} if args.no_components else components(model, images, masks, DLRSD, amp, wrap)
     for name, fn in parts.items():
         try:
             w = wall_time(fn, device)
@@ -274,16 +331,19 @@ def main(argv=None):
             if amp:
                 torch.cuda.reset_peak_memory_stats(device)
             w = wall_time(step, device, warmup=3, reps=10)
+            piped = pipelined_ms(step, device)
             peak = torch.cuda.max_memory_allocated(device) / 2**30 if amp else float("nan")
             top, cats = {}, {}
             gms, nk = kernel_time(step, device, top=top, n_top=40, categories=cats)
-            res["steps"][name] = {"wall_ms": statistics.median(w), "wall_ms_all": w, "gpu_ms": gms,
+            res["steps"][name] = {"wall_ms": statistics.median(w), "wall_ms_all": w,
+                                  "wall_ms_pipelined": piped, "gpu_ms": gms,
                                   "kernels": nk, "peak_allocated_gib": peak,
                                   "categories_ms": dict(sorted(cats.items(), key=lambda kv: -kv[1]["ms"])),
                                   "top_kernels_ms": top, "setup_and_warmup_s": time.perf_counter() - t0 - sum(w) / 1e3}
             for cat, c in res["steps"][name]["categories_ms"].items():
                 log(f"    {cat:18s} {c['ms']:7.2f} ms  {c['kernels']:6.0f} kernels")
-            log(f"STEP {name:16s} wall {statistics.median(w):8.2f} ms   gpu {gms:8.2f} ms   {nk:6.0f} kernels")
+            log(f"STEP {name:16s} wall {statistics.median(w):8.2f} ms   pipelined {piped:8.2f} ms   "
+                f"gpu {gms:8.2f} ms   {nk:6.0f} kernels")
         except Exception as e:
             res["steps"][name] = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-3000:]}
             log(f"step {name} failed: {e}")

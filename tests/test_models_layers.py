@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from drseg.models.layers import (PatchConv2d, group_norm_nhwc, is_patch_conv, patch_conv,
+from drseg.models.layers import (PatchConv2d, can_pack, group_norm_nhwc, is_patch_conv,
+                                 packed_self_attention, patch_conv, residual_attention_block,
                                  run_layers, use_patch_gemm)
 
 
@@ -98,8 +99,9 @@ def test_run_layers_dispatches_each_group_norm_of_channels_last_maps(monkeypatch
 
 
 def test_tiny_model_with_the_cuda_layer_forms_matches_the_plain_model(monkeypatch):
-    """The whole tiny model with the GPU forms forced on (patch GEMMs, channels-last decoder
-    and guidance upsampler, NHWC GroupNorm, padded head): the same loss and gradients."""
+    """The whole tiny model with the GPU forms forced on (patch GEMMs, packed attention,
+    channels-last decoder and guidance upsampler, NHWC GroupNorm, padded head): the same loss
+    and gradients."""
     from drseg.engine.train import StepLoss
     from drseg.models import layers
     from drseg.models.drseg import build_model, make_config
@@ -124,6 +126,7 @@ def test_tiny_model_with_the_cuda_layer_forms_matches_the_plain_model(monkeypatc
 
     ref_loss, ref_grads = run()
     monkeypatch.setattr(layers, "PATCH_GEMM", "always")
+    monkeypatch.setattr(layers, "PACKED_ATTENTION", "always")
     model.decoder.channels_last = model.guidance_up.channels_last = True
     model.decoder.head_pad = 8
     loss, grads = run()
@@ -132,3 +135,60 @@ def test_tiny_model_with_the_cuda_layer_forms_matches_the_plain_model(monkeypatc
     num = sum(float((grads[k] - ref_grads[k]).norm() ** 2) for k in grads) ** 0.5
     den = sum(float(ref_grads[k].norm() ** 2) for k in grads) ** 0.5
     assert num <= 1e-4 * den
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_packed_self_attention_equals_multihead_attention(split):
+    """Values and gradients of nn.MultiheadAttention (packed or split projections), with k
+    frozen as in the model: no gradient reaches it."""
+    from drseg.models.clip import split_qkv
+
+    torch.manual_seed(0)
+    attn = nn.MultiheadAttention(16, 4, batch_first=True).double()
+    nn.init.normal_(attn.in_proj_bias)
+    if split:
+        holder = nn.Module()
+        holder.attn = attn
+        assert split_qkv(holder) == 1 and attn.in_proj_weight is None
+        attn.k_proj_weight.requires_grad_(False)
+    assert can_pack(attn)
+    x = torch.randn(3, 7, 16, dtype=torch.float64, requires_grad=True)
+    ref = attn(x, x, x, need_weights=False)[0]
+    got = packed_self_attention(attn, x)
+    assert _rel(got, ref) < 1e-12
+    params = [p for p in attn.parameters() if p.requires_grad]
+    w = torch.randn(ref.shape, dtype=torch.float64)
+    g_ref = torch.autograd.grad((ref * w).sum(), [x, *params])
+    g_got = torch.autograd.grad((got * w).sum(), [x, *params], retain_graph=True)
+    for a, b in zip(g_got, g_ref):
+        assert _rel(a, b) < 1e-12
+    if split:
+        (got * w).sum().backward()
+        assert attn.k_proj_weight.grad is None and attn.q_proj_weight.grad is not None
+
+
+def test_can_pack_refuses_what_packed_attention_does_not_compute():
+    assert not can_pack(nn.MultiheadAttention(16, 4))  # sequence-first
+    assert not can_pack(nn.MultiheadAttention(16, 4, batch_first=True, add_bias_kv=True))
+    assert not can_pack(nn.MultiheadAttention(16, 4, batch_first=True, kdim=8, vdim=8))
+    assert not can_pack(nn.Linear(4, 4))
+
+
+def test_residual_attention_block_equals_the_block_and_follows_the_switch(monkeypatch):
+    from open_clip.transformer import ResidualAttentionBlock
+
+    from drseg.models import layers
+
+    torch.manual_seed(0)
+    blk = ResidualAttentionBlock(16, 4, ls_init_value=0.5).double()
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    calls = []
+    real = layers.packed_self_attention
+    monkeypatch.setattr(layers, "packed_self_attention",
+                        lambda a, t: calls.append(1) or real(a, t))
+    assert _rel(residual_attention_block(blk, x), blk(x)) < 1e-12 and not calls  # CPU: off
+    monkeypatch.setattr(layers, "PACKED_ATTENTION", "always")
+    assert _rel(residual_attention_block(blk, x), blk(x)) < 1e-12 and len(calls) == 1
+    cross = ResidualAttentionBlock(16, 4, is_cross_attention=True).double()
+    residual_attention_block(cross, x)  # a cross-attention block keeps its own forward
+    assert len(calls) == 1

@@ -36,6 +36,7 @@ from torch import nn
 
 from drseg.errors import DrsegInputError
 from drseg.models.checkpoints import check_state_dict
+from drseg.models.layers import residual_attention_block
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -278,7 +279,7 @@ def dense_features_with_guidance(clip_model: nn.Module, images: torch.Tensor,
     guidance = []
     for i, blk in enumerate(blocks):
         if i < n_blocks - 1:
-            x = blk(x)
+            x = residual_attention_block(blk, x)  # blk(x); packed q|v GEMM on CUDA
         else:
             x = _value_only_block(blk, x)
         if i in guidance_layers:

@@ -11,6 +11,12 @@ Found with ``bench/conv_layout_probe.py`` (one H200, paper shape, session 4):
   converted them around every convolution (2.5 ms of ``nchwToNhwc`` / ``nhwcToNchw`` kernels
   a step).
   :func:`group_norm_nhwc` keeps the input's channels-last layout.
+
+Session 5 (from the eager component timings, H100): the CLIP vision blocks went through
+``nn.MultiheadAttention``'s Python path, which turns batch-first tokens sequence-first and back
+and runs the split q, k and v projections as three GEMMs.
+:func:`residual_attention_block` projects q and v (the two trainable weights) with one GEMM and
+k with another, and hands batch-first views to ``scaled_dot_product_attention``.
 """
 from __future__ import annotations
 
@@ -114,3 +120,67 @@ def run_layers(layers, x: torch.Tensor) -> torch.Tensor:
         else:
             x = layer(x)
     return x
+
+
+#: where :func:`residual_attention_block` takes the packed path: ``"cuda"`` (default: CUDA
+#: inputs), ``"always"`` (tests: on the CPU too), ``"never"`` (the block's own forward; the
+#: benchmarks' baseline)
+PACKED_ATTENTION = "cuda"
+
+
+def packed_self_attention(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
+    """``attn(x, x, x, need_weights=False)[0]`` for a batch-first ``nn.MultiheadAttention``
+    without a mask: q and v from one GEMM on the concatenated weights, k from another, then
+    ``scaled_dot_product_attention`` on batch-first (B, heads, L, d) views and ``out_proj``.
+
+    Packed (``in_proj_weight``) or split (``q_proj_weight``, ...) projections both work; the
+    concatenation keeps the gradients of the q and v weights separate, so a frozen k (as in
+    :func:`drseg.models.clip.set_qv_trainable`) costs no weight gradient.
+
+    Args:
+        attn: the attention (``batch_first=True``, no ``bias_k``/``bias_v``, no zero
+            attention; see :func:`can_pack`).
+        x: (B, L, D) tokens.
+
+    Returns:
+        (B, L, D).
+    """
+    B, L, D = x.shape
+    heads = attn.num_heads
+    if attn.in_proj_weight is not None:
+        w_q, w_k, w_v = attn.in_proj_weight.chunk(3, dim=0)
+    else:
+        w_q, w_k, w_v = attn.q_proj_weight, attn.k_proj_weight, attn.v_proj_weight
+    b_q = b_k = b_v = b_qv = None
+    if attn.in_proj_bias is not None:
+        b_q, b_k, b_v = attn.in_proj_bias.chunk(3)
+        b_qv = torch.cat([b_q, b_v])
+    qv = F.linear(x, torch.cat([w_q, w_v]), b_qv).view(B, L, 2, heads, D // heads)
+    q, v = (t.transpose(1, 2) for t in qv.unbind(2))  # (B, heads, L, d) views
+    k = F.linear(x, w_k, b_k).view(B, L, heads, D // heads).transpose(1, 2)
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.dropout if attn.training else 0.0)
+    return attn.out_proj(out.transpose(1, 2).reshape(B, L, D))
+
+
+def can_pack(attn: nn.Module) -> bool:
+    """Whether :func:`packed_self_attention` computes ``attn`` exactly."""
+    return (isinstance(attn, nn.MultiheadAttention) and attn.batch_first
+            and attn.bias_k is None and attn.bias_v is None and not attn.add_zero_attn
+            and attn.kdim == attn.embed_dim and attn.vdim == attn.embed_dim)
+
+
+def residual_attention_block(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``blk(x)`` for an open_clip ``ResidualAttentionBlock`` without a mask, its attention
+    through :func:`packed_self_attention` where :data:`PACKED_ATTENTION` says so and the block
+    is the plain kind (``ln_1``, ``attn``, ``ls_1``, ``ln_2``, ``mlp``, ``ls_2``, no cross
+    attention); otherwise the block's own forward.
+
+    Args:
+        blk: the block. x: (B, L, D) tokens.
+    """
+    packed = PACKED_ATTENTION == "always" or (PACKED_ATTENTION == "cuda" and x.is_cuda)
+    if not packed or hasattr(blk, "ln_1_kv") or not can_pack(getattr(blk, "attn", None)) \
+            or not all(hasattr(blk, n) for n in ("ln_1", "ls_1", "ln_2", "mlp", "ls_2")):
+        return blk(x)
+    x = x + blk.ls_1(packed_self_attention(blk.attn, blk.ln_1(x)))
+    return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
