@@ -182,7 +182,7 @@ def components(model, images, masks, vocab, amp: bool, wrap=None):
         backward(list(m) + list(g))
 
     tokens, _ = clip_lib.tokenize_vocab(model.tokenizer, vocab, cfg.templates)
-    tokens = tokens.to(dev)
+    tokens = clip_lib.truncate_tokens(model.clip, tokens, dev).to(dev)
     text_fwd = wrap(lambda t: clip_lib.encode_tokens(model.clip, t, len(cfg.templates)))
 
     def text():
@@ -257,6 +257,7 @@ def main(argv=None):
     ap.add_argument("--no-eager", action="store_true", help="skip the eager whole step")
     ap.add_argument("--set", action="append", default=[], metavar="MODULE.ATTR=VALUE",
                     help="set a module switch first (e.g. drseg.models.layers.PACKED_ATTENTION=never)")
+    ap.add_argument("--only", default="", help="comma list of the components to run (default: all)")
     ap.add_argument("--compile-components", action="store_true",
                     help="torch.compile (mode default) each component's forward")
     ap.add_argument("--preset", default="vitb16-384", help="model preset (vitl14-336: ViT-L/14)")
@@ -293,6 +294,11 @@ def main(argv=None):
     wrap = torch.compile if args.compile_components else None
     res["components_compiled"] = bool(args.compile_components)
     parts = {} if args.no_components else components(model, images, masks, DLRSD, amp, wrap)
+    if args.only:
+        unknown = set(args.only.split(",")) - set(parts)
+        if unknown:
+            raise SystemExit(f"--only: unknown components {sorted(unknown)}; known: {sorted(parts)}")
+        parts = {k: v for k, v in parts.items() if k in args.only.split(",")}
     for name, fn in parts.items():
         try:
             w = wall_time(fn, device)

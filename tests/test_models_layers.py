@@ -99,10 +99,11 @@ def test_run_layers_dispatches_each_group_norm_of_channels_last_maps(monkeypatch
 
 
 def test_tiny_model_with_the_cuda_layer_forms_matches_the_plain_model(monkeypatch):
-    """The whole tiny model with the GPU forms forced on (patch GEMMs, packed attention,
-    channels-last decoder and guidance upsampler, NHWC GroupNorm, padded head): the same loss
+    """The whole tiny model with the GPU forms forced on (patch GEMMs, packed attention, text
+    tokens cut after the longest sentence, channels-last decoder and guidance upsampler, NHWC GroupNorm, padded head): the same loss
     and gradients."""
     from drseg.engine.train import StepLoss
+    from drseg.models import clip as clip_lib
     from drseg.models import layers
     from drseg.models.drseg import build_model, make_config
 
@@ -127,9 +128,13 @@ def test_tiny_model_with_the_cuda_layer_forms_matches_the_plain_model(monkeypatc
     ref_loss, ref_grads = run()
     monkeypatch.setattr(layers, "PATCH_GEMM", "always")
     monkeypatch.setattr(layers, "PACKED_ATTENTION", "always")
+    monkeypatch.setattr(clip_lib, "TRUNCATE_TEXT", "always")
+    model._token_cache.clear()  # tokens are cut from here on
     model.decoder.channels_last = model.guidance_up.channels_last = True
     model.decoder.head_pad = 8
     loss, grads = run()
+    (tokens, _), = model._token_cache.values()
+    assert tokens.shape[1] < model.clip.context_length  # the text tower ran on cut tokens
     assert abs(float(loss - ref_loss)) <= 1e-5 * abs(float(ref_loss))
     assert grads.keys() == ref_grads.keys() and len(grads) > 10
     num = sum(float((grads[k] - ref_grads[k]).norm() ** 2) for k in grads) ** 0.5
@@ -185,10 +190,58 @@ def test_residual_attention_block_equals_the_block_and_follows_the_switch(monkey
     calls = []
     real = layers.packed_self_attention
     monkeypatch.setattr(layers, "packed_self_attention",
-                        lambda a, t: calls.append(1) or real(a, t))
+                        lambda a, t, causal=False: calls.append(causal) or real(a, t, causal))
     assert _rel(residual_attention_block(blk, x), blk(x)) < 1e-12 and not calls  # CPU: off
     monkeypatch.setattr(layers, "PACKED_ATTENTION", "always")
     assert _rel(residual_attention_block(blk, x), blk(x)) < 1e-12 and len(calls) == 1
+    mask = torch.full((5, 5), float("-inf")).triu(1).double()  # open_clip's causal mask
+    ref = blk(x, attn_mask=mask)
+    assert _rel(residual_attention_block(blk, x, causal_mask=mask), ref) < 1e-12
+    assert calls == [False, True]
+    assert _rel(ref, blk(x)) > 1e-3  # the mask matters
     cross = ResidualAttentionBlock(16, 4, is_cross_attention=True).double()
     residual_attention_block(cross, x)  # a cross-attention block keeps its own forward
-    assert len(calls) == 1
+    assert len(calls) == 2
+
+
+def _tiny_clip():
+    from drseg.models import clip as clip_lib
+
+    model, tok = clip_lib.load_open_clip("drseg-tiny-clip", None, 64, seed=0)
+    clip_lib.set_qv_trainable(model)
+    return clip_lib, model.double(), tok
+
+
+@pytest.mark.parametrize("packed", ["never", "always"])
+def test_encode_text_on_cut_tokens_equals_open_clip(monkeypatch, packed):
+    """The text tower on tokens cut after the longest sentence: open_clip's embeddings and
+    the same gradients of the trainable q/v weights, with and without the packed attention."""
+    from drseg.models import layers
+
+    clip_lib, model, tok = _tiny_clip()
+    monkeypatch.setattr(layers, "PACKED_ATTENTION", packed)
+    tokens, _ = clip_lib.tokenize_vocab(tok, ["roof", "tree, forest", "bare soil"])
+    assert clip_lib.truncate_tokens(model, tokens, "cpu") is tokens  # default: CUDA only
+    monkeypatch.setattr(clip_lib, "TRUNCATE_TEXT", "always")
+    cut = clip_lib.truncate_tokens(model, tokens, "cpu")
+    last = int((tokens != 0).sum(dim=1).max())
+    assert cut.shape == (tokens.shape[0], last) and torch.equal(cut, tokens[:, :last])
+    assert last < tokens.shape[1] and torch.all(tokens[:, last:] == 0)
+    params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("visual.")]
+    assert len(params) > 2
+    ref = model.encode_text(tokens)
+    got = clip_lib.encode_text(model, cut)
+    assert _rel(got, ref) < 1e-10
+    w = torch.randn(ref.shape, dtype=torch.float64)
+    for a, b in zip(torch.autograd.grad((got * w).sum(), params),
+                    torch.autograd.grad((ref * w).sum(), params)):
+        assert _rel(a, b) < 1e-10
+    assert torch.equal(clip_lib.encode_text(model, tokens), ref)  # full rows: open_clip itself
+
+
+def test_truncate_tokens_leaves_a_non_causal_text_tower_alone(monkeypatch):
+    clip_lib, model, tok = _tiny_clip()
+    monkeypatch.setattr(clip_lib, "TRUNCATE_TEXT", "always")
+    tokens, _ = clip_lib.tokenize_vocab(tok, ["roof"])
+    model.attn_mask = None  # open_clip's text tower without the causal mask
+    assert clip_lib.truncate_tokens(model, tokens, "cpu") is tokens

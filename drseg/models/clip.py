@@ -347,7 +347,8 @@ def encode_vocab(clip_model: nn.Module, tokenizer, vocab: Sequence[str],
     """
     tokens, group = tokenize_vocab(tokenizer, vocab, templates)
     device = next(clip_model.parameters()).device
-    return encode_tokens(clip_model, tokens.to(device), len(templates)), group.to(device)
+    tokens = truncate_tokens(clip_model, tokens, device).to(device)
+    return encode_tokens(clip_model, tokens, len(templates)), group.to(device)
 
 
 def tokenize_vocab(tokenizer, vocab: Sequence[str],
@@ -368,10 +369,79 @@ def tokenize_vocab(tokenizer, vocab: Sequence[str],
     return tokenizer(sentences), group
 
 
+#: where the text tower runs only up to the longest sentence's end (:func:`truncate_tokens`):
+#: ``"cuda"`` (default: a CLIP on CUDA), ``"always"`` (tests: on the CPU too), ``"never"``
+TRUNCATE_TEXT = "cuda"
+
+
+def _truncatable(clip_model: nn.Module) -> bool:
+    """Whether cutting padding columns leaves ``encode_text`` exact: a causal text tower
+    (open_clip registers ``attn_mask`` only then) pooled at the end token (argmax of the ids,
+    padding 0), batch-first, without a class-token embedding."""
+    return (getattr(clip_model, "attn_mask", None) is not None
+            and getattr(clip_model, "text_pool_type", None) == "argmax"
+            and getattr(clip_model, "cls_emb", None) is None
+            and getattr(getattr(clip_model, "transformer", None), "batch_first", False)
+            and hasattr(clip_model, "token_embedding"))
+
+
+def truncate_tokens(clip_model: nn.Module, tokens: torch.Tensor,
+                    device: Union[str, torch.device]) -> torch.Tensor:
+    """Token rows without the columns after the longest sentence's end token, where
+    :data:`TRUNCATE_TEXT` says so for ``device`` and the text tower allows it.
+
+    Under the causal mask a token sees only those before it, and the embedding is read at the
+    end token, so the padding columns after the last end token change nothing: the text tower
+    runs over ~10 of the 77 positions of a CLIP context (:func:`encode_text`).
+
+    Args:
+        clip_model: open_clip ``CLIP``. tokens: (N, context) long, padding 0 (CPU, from
+            :func:`tokenize_vocab`). device: where the tokens will be encoded.
+
+    Returns:
+        (N, L) tokens, L <= context (the input itself when nothing is cut).
+    """
+    on = TRUNCATE_TEXT == "always" or (TRUNCATE_TEXT == "cuda"
+                                       and torch.device(device).type == "cuda")
+    if not on or not _truncatable(clip_model) or tokens.dim() != 2:
+        return tokens
+    used = (tokens != 0).any(dim=0).nonzero()
+    length = int(used.max()) + 1 if used.numel() else 1
+    return tokens[:, :length].contiguous() if length < tokens.shape[1] else tokens
+
+
+def encode_text(clip_model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """``clip_model.encode_text(tokens)`` for token rows of any length L up to the context
+    (:func:`truncate_tokens`): position embeddings and causal mask cut to L, blocks through
+    :func:`drseg.models.layers.residual_attention_block`. Full-length rows go to open_clip.
+
+    Args:
+        clip_model: open_clip ``CLIP``. tokens: (N, L) long.
+
+    Returns:
+        (N, C) text embeddings (not normalised).
+    """
+    L = tokens.shape[1]
+    if L == clip_model.positional_embedding.shape[0] or not _truncatable(clip_model):
+        return clip_model.encode_text(tokens)
+    cast = clip_model.transformer.get_cast_dtype()
+    x = clip_model.token_embedding(tokens).to(cast) + clip_model.positional_embedding[:L].to(cast)
+    mask = clip_model.attn_mask[:L, :L]
+    for blk in clip_model.transformer.resblocks:
+        x = residual_attention_block(blk, x, causal_mask=mask)
+    x = clip_model.ln_final(x)
+    x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]  # end tokens
+    proj = clip_model.text_projection
+    if proj is None:
+        return x
+    return proj(x) if isinstance(proj, nn.Linear) else x @ proj
+
+
 def encode_tokens(clip_model: nn.Module, tokens: torch.Tensor, templates: int) -> torch.Tensor:
-    """(T, C) unit-norm synonym embeddings from :func:`tokenize_vocab` tokens, templates
-    averaged (each sentence L2-normalised, the mean over templates normalised again)."""
-    emb = clip_model.encode_text(tokens)  # (T * P, C)
+    """(T, C) unit-norm synonym embeddings from :func:`tokenize_vocab` tokens (cut by
+    :func:`truncate_tokens` or not), templates averaged (each sentence L2-normalised, the mean
+    over templates normalised again)."""
+    emb = encode_text(clip_model, tokens)  # (T * P, C)
     emb = F.normalize(emb.float(), dim=-1).view(-1, templates, emb.shape[-1])  # (T, P, C)
     return F.normalize(emb.mean(dim=1), dim=-1)  # (T, C)
 

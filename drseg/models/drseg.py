@@ -256,6 +256,7 @@ class DRSeg(nn.Module):
         if self.training:
             if key not in self._token_cache:
                 tokens, group = clip_lib.tokenize_vocab(self.tokenizer, vocab, self.cfg.templates)
+                tokens = clip_lib.truncate_tokens(self.clip, tokens, device)  # CUDA: ~10 of 77
                 self._token_cache[key] = (tokens.to(device), group.to(device))
             tokens, group = self._token_cache[key]
             return clip_lib.encode_tokens(self.clip, tokens, len(self.cfg.templates)), group

@@ -128,10 +128,12 @@ def run_layers(layers, x: torch.Tensor) -> torch.Tensor:
 PACKED_ATTENTION = "cuda"
 
 
-def packed_self_attention(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
+def packed_self_attention(attn: nn.MultiheadAttention, x: torch.Tensor,
+                          causal: bool = False) -> torch.Tensor:
     """``attn(x, x, x, need_weights=False)[0]`` for a batch-first ``nn.MultiheadAttention``
-    without a mask: q and v from one GEMM on the concatenated weights, k from another, then
-    ``scaled_dot_product_attention`` on batch-first (B, heads, L, d) views and ``out_proj``.
+    without a mask (or, with ``causal``, with the causal mask): q and v from one GEMM on the
+    concatenated weights, k from another, then ``scaled_dot_product_attention`` on batch-first
+    (B, heads, L, d) views and ``out_proj``.
 
     Packed (``in_proj_weight``) or split (``q_proj_weight``, ...) projections both work; the
     concatenation keeps the gradients of the q and v weights separate, so a frozen k (as in
@@ -141,6 +143,7 @@ def packed_self_attention(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch
         attn: the attention (``batch_first=True``, no ``bias_k``/``bias_v``, no zero
             attention; see :func:`can_pack`).
         x: (B, L, D) tokens.
+        causal: token i attends to tokens 0..i only (``is_causal`` of the attention).
 
     Returns:
         (B, L, D).
@@ -158,7 +161,8 @@ def packed_self_attention(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch
     qv = F.linear(x, torch.cat([w_q, w_v]), b_qv).view(B, L, 2, heads, D // heads)
     q, v = (t.transpose(1, 2) for t in qv.unbind(2))  # (B, heads, L, d) views
     k = F.linear(x, w_k, b_k).view(B, L, heads, D // heads).transpose(1, 2)
-    out = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.dropout if attn.training else 0.0)
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.dropout if attn.training else 0.0,
+                                         is_causal=causal)
     return attn.out_proj(out.transpose(1, 2).reshape(B, L, D))
 
 
@@ -169,18 +173,21 @@ def can_pack(attn: nn.Module) -> bool:
             and attn.kdim == attn.embed_dim and attn.vdim == attn.embed_dim)
 
 
-def residual_attention_block(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``blk(x)`` for an open_clip ``ResidualAttentionBlock`` without a mask, its attention
-    through :func:`packed_self_attention` where :data:`PACKED_ATTENTION` says so and the block
-    is the plain kind (``ln_1``, ``attn``, ``ls_1``, ``ln_2``, ``mlp``, ``ls_2``, no cross
-    attention); otherwise the block's own forward.
+def residual_attention_block(blk: nn.Module, x: torch.Tensor,
+                             causal_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``blk(x, attn_mask=causal_mask)`` for an open_clip ``ResidualAttentionBlock``, its
+    attention through :func:`packed_self_attention` where :data:`PACKED_ATTENTION` says so and
+    the block is the plain kind (``ln_1``, ``attn``, ``ls_1``, ``ln_2``, ``mlp``, ``ls_2``, no
+    cross attention); otherwise the block's own forward.
 
     Args:
         blk: the block. x: (B, L, D) tokens.
+        causal_mask: None (no mask), or the text tower's additive causal mask (L, L) (0 on and
+            below the diagonal, -inf above), which the packed path applies as ``is_causal``.
     """
     packed = PACKED_ATTENTION == "always" or (PACKED_ATTENTION == "cuda" and x.is_cuda)
     if not packed or hasattr(blk, "ln_1_kv") or not can_pack(getattr(blk, "attn", None)) \
             or not all(hasattr(blk, n) for n in ("ln_1", "ls_1", "ln_2", "mlp", "ls_2")):
-        return blk(x)
-    x = x + blk.ls_1(packed_self_attention(blk.attn, blk.ln_1(x)))
+        return blk(x) if causal_mask is None else blk(x, attn_mask=causal_mask)
+    x = x + blk.ls_1(packed_self_attention(blk.attn, blk.ln_1(x), causal=causal_mask is not None))
     return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
