@@ -227,7 +227,8 @@ def test_encode_text_on_cut_tokens_equals_open_clip(monkeypatch, packed):
     last = int((tokens != 0).sum(dim=1).max())
     assert cut.shape == (tokens.shape[0], last) and torch.equal(cut, tokens[:, :last])
     assert last < tokens.shape[1] and torch.all(tokens[:, last:] == 0)
-    params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("visual.")]
+    params = [p for n, p in model.named_parameters()
+              if p.requires_grad and not n.startswith("visual.")]
     assert len(params) > 2
     ref = model.encode_text(tokens)
     got = clip_lib.encode_text(model, cut)

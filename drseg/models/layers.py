@@ -12,11 +12,11 @@ Found with ``bench/conv_layout_probe.py`` (one H200, paper shape, session 4):
   a step).
   :func:`group_norm_nhwc` keeps the input's channels-last layout.
 
-Session 5 (from the eager component timings, H100): the CLIP vision blocks went through
-``nn.MultiheadAttention``'s Python path, which turns batch-first tokens sequence-first and back
-and runs the split q, k and v projections as three GEMMs.
-:func:`residual_attention_block` projects q and v (the two trainable weights) with one GEMM and
-k with another, and hands batch-first views to ``scaled_dot_product_attention``.
+Session 5: the CLIP blocks went through ``nn.MultiheadAttention``'s Python path, which turns
+batch-first tokens sequence-first and back and runs the split q, k and v projections as three
+GEMMs. :func:`residual_attention_block` projects q and v (the two trainable weights) with one
+GEMM and k with another, and hands batch-first views to ``scaled_dot_product_attention``
+(compiled step, one H200: 54.4 -> 53.0 ms, GPU time -1.85 ms).
 """
 from __future__ import annotations
 
@@ -189,5 +189,6 @@ def residual_attention_block(blk: nn.Module, x: torch.Tensor,
     if not packed or hasattr(blk, "ln_1_kv") or not can_pack(getattr(blk, "attn", None)) \
             or not all(hasattr(blk, n) for n in ("ln_1", "ls_1", "ln_2", "mlp", "ls_2")):
         return blk(x) if causal_mask is None else blk(x, attn_mask=causal_mask)
-    x = x + blk.ls_1(packed_self_attention(blk.attn, blk.ln_1(x), causal=causal_mask is not None))
+    causal = causal_mask is not None
+    x = x + blk.ls_1(packed_self_attention(blk.attn, blk.ln_1(x), causal=causal))
     return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
