@@ -116,9 +116,14 @@ def pipelined_ms(fn, device, steps: int = 20) -> float:
     return 1e3 * (time.perf_counter() - t) / steps
 
 
+#: the values of the models' device switches (drseg.models.layers.PATCH_GEMM, ...)
+SWITCH_MODES = ("cuda", "always", "never")
+
+
 def set_switches(assignments) -> dict:
     """Apply ``module.ATTR=value`` assignments (e.g. ``drseg.models.layers.PACKED_ATTENTION=never``,
-    the baseline of a session's change); returns them as a dict for the results."""
+    the baseline of a session's change); returns them as a dict for the results. Booleans take
+    true/false/1/0, device switches one of :data:`SWITCH_MODES`; anything else stops the run."""
     import importlib
 
     done = {}
@@ -129,7 +134,18 @@ def set_switches(assignments) -> dict:
         if not hasattr(module, attr):
             raise SystemExit(f"--set {a}: {mod} has no {attr}")
         old = getattr(module, attr)
-        new = {"True": True, "False": False}.get(value, value) if isinstance(old, bool) else type(old)(value)
+        if isinstance(old, bool):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise SystemExit(f"--set {a}: {attr} is a boolean (true/false/1/0)")
+            new = value.lower() in ("true", "1")
+        elif isinstance(old, str) and old in SWITCH_MODES:
+            if value not in SWITCH_MODES:
+                raise SystemExit(f"--set {a}: {attr} takes one of {SWITCH_MODES}")
+            new = value
+        elif isinstance(old, (int, float, str)):
+            new = type(old)(value)
+        else:
+            raise SystemExit(f"--set {a}: {attr} is a {type(old).__name__}, not a switch")
         setattr(module, attr, new)
         done[target] = new
     return done
@@ -293,12 +309,15 @@ def main(argv=None):
 
     wrap = torch.compile if args.compile_components else None
     res["components_compiled"] = bool(args.compile_components)
+    if args.only and args.no_components:
+        raise SystemExit("--only names components to run: drop --no-components")
     parts = {} if args.no_components else components(model, images, masks, DLRSD, amp, wrap)
     if args.only:
-        unknown = set(args.only.split(",")) - set(parts)
+        only = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = set(only) - set(parts)
         if unknown:
             raise SystemExit(f"--only: unknown components {sorted(unknown)}; known: {sorted(parts)}")
-        parts = {k: v for k, v in parts.items() if k in args.only.split(",")}
+        parts = {k: v for k, v in parts.items() if k in only}
     for name, fn in parts.items():
         try:
             w = wall_time(fn, device)
@@ -337,6 +356,7 @@ def main(argv=None):
             if amp:
                 torch.cuda.reset_peak_memory_stats(device)
             w = wall_time(step, device, warmup=3, reps=10)
+            setup_s = time.perf_counter() - t0 - sum(w) / 1e3  # build, compile, 3 warm-up steps
             piped = pipelined_ms(step, device)
             peak = torch.cuda.max_memory_allocated(device) / 2**30 if amp else float("nan")
             top, cats = {}, {}
@@ -345,7 +365,7 @@ def main(argv=None):
                                   "wall_ms_pipelined": piped, "gpu_ms": gms,
                                   "kernels": nk, "peak_allocated_gib": peak,
                                   "categories_ms": dict(sorted(cats.items(), key=lambda kv: -kv[1]["ms"])),
-                                  "top_kernels_ms": top, "setup_and_warmup_s": time.perf_counter() - t0 - sum(w) / 1e3}
+                                  "top_kernels_ms": top, "setup_and_warmup_s": setup_s}
             for cat, c in res["steps"][name]["categories_ms"].items():
                 log(f"    {cat:18s} {c['ms']:7.2f} ms  {c['kernels']:6.0f} kernels")
             log(f"STEP {name:16s} wall {statistics.median(w):8.2f} ms   pipelined {piped:8.2f} ms   "

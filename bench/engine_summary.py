@@ -348,12 +348,15 @@ def session5() -> dict:
                           f"{smoke['eval_s']:.1f} s, {smoke['eval_peak_gib']:.2f} GiB")},
             {"change": "CLIP vision blocks: packed q|v GEMM + batch-first SDPA (same-call baseline, GPU 2)",
              "predicted": PREDICTIONS_5["packed_attention"],
-             "measured": f"{step(b)} -> {step(pk)}"},
+             "measured": f"{step(b)} -> {step(pk)}",
+             "why": ("both on GPU 2 one after the other while three other jobs (compiles among them) "
+                     "shared the host: the GPU-time difference is the one least touched by that")},
             {"change": "each component compiled alone (mode default), packed attention on",
              "predicted": PREDICTIONS_5["components"],
              "measured": (", ".join(f"{k} {v['gpu_ms']:.2f}" for k, v in comp["components"].items())
                           + f"; sum {comp['sum_components_gpu_ms']:.1f} GPU ms")},
-            {"change": "text tower over the columns up to the longest sentence's end (call 3)",
+            {"change": ("text tower over the columns up to the longest sentence's end, its blocks "
+                        "through the packed attention (call 3)"),
              "predicted": PREDICTIONS_5["cut_text"],
              "measured": f"{step(pk)} (call 1) -> {step(ct)} (call 3); MFU {mfu(ct['wall_ms_pipelined'])}% "
                          "pipelined (slightly high: the 12.46 TFLOP count predates the text cut)",
@@ -370,7 +373,8 @@ def session5() -> dict:
              "measured": (f"alone on the host (GPUs from 0): ms/it {runs(quiet)}, scaling {scal(quiet)}; "
                           f"beside a compiling process (GPUs from 1): ms/it {runs(beside)}, scaling "
                           f"{scal(beside)}"),
-             "why": ("the 2-process run is slower per iteration than the 1- and 4-process runs again "
+             "why": ("x4.04 means 4 processes ran as fast per iteration as 1, within the noise. "
+                     "The 2-process run is slower per iteration than the 1- and 4-process runs again "
                      "(as in session 4), on GPUs 0-1 alone on the host; cause not found. Eager is "
                      "host-bound: 1 process took 147 ms/it here and 112 in session 4 on another host")},
         ],

@@ -31,12 +31,13 @@ from typing import Optional, Sequence, Union
 
 import open_clip
 import torch
+from open_clip.transformer import text_global_pool
 import torch.nn.functional as F
 from torch import nn
 
 from drseg.errors import DrsegInputError
 from drseg.models.checkpoints import check_state_dict
-from drseg.models.layers import residual_attention_block
+from drseg.models.layers import attn_projections, residual_attention_block
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -206,19 +207,9 @@ def interpolate_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> tor
 
 
 def attn_weights(attn: nn.MultiheadAttention) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The (q, k, v) projection weights of an ``nn.MultiheadAttention``, packed or split.
-
-    Args:
-        attn: the attention module (``in_proj_weight`` packed, or separate
-            ``q_proj_weight``/``k_proj_weight``/``v_proj_weight`` after
-            :func:`split_qkv`).
-
-    Returns:
-        three (D, D) weights.
-    """
-    if attn.in_proj_weight is not None:
-        return attn.in_proj_weight.chunk(3, dim=0)
-    return attn.q_proj_weight, attn.k_proj_weight, attn.v_proj_weight
+    """The (q, k, v) projection weights of an ``nn.MultiheadAttention``, packed or split
+    (:func:`drseg.models.layers.attn_projections` without the biases)."""
+    return attn_projections(attn)[0]
 
 
 def _value_only_block(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -232,9 +223,7 @@ def _value_only_block(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
         (B, L, D): ``x + ls_1(out_proj(v_proj(ln_1(x))))`` followed by the block's MLP.
     """
     attn = blk.attn
-    _, _, w_v = attn_weights(attn)
-    d = w_v.shape[0]
-    b_v = attn.in_proj_bias[2 * d:] if attn.in_proj_bias is not None else None
+    (_, _, w_v), (_, _, b_v) = attn_projections(attn)
     v = F.linear(blk.ln_1(x), w_v, b_v)  # (B, L, D)
     x = x + blk.ls_1(attn.out_proj(v))
     return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
@@ -375,14 +364,15 @@ TRUNCATE_TEXT = "cuda"
 
 
 def _truncatable(clip_model: nn.Module) -> bool:
-    """Whether cutting padding columns leaves ``encode_text`` exact: a causal text tower
-    (open_clip registers ``attn_mask`` only then) pooled at the end token (argmax of the ids,
-    padding 0), batch-first, without a class-token embedding."""
+    """Whether :func:`encode_text` runs the text tower itself (so that it may cut padding
+    columns): open_clip's ``CLIP`` with a causal text tower (open_clip registers ``attn_mask``
+    only then), batch-first, pooled at the end token (``argmax`` of the ids; padding is 0, so
+    the cut columns never hold the maximum)."""
     return (getattr(clip_model, "attn_mask", None) is not None
             and getattr(clip_model, "text_pool_type", None) == "argmax"
-            and getattr(clip_model, "cls_emb", None) is None
             and getattr(getattr(clip_model, "transformer", None), "batch_first", False)
-            and hasattr(clip_model, "token_embedding"))
+            and hasattr(clip_model, "token_embedding")
+            and hasattr(clip_model, "positional_embedding"))
 
 
 def truncate_tokens(clip_model: nn.Module, tokens: torch.Tensor,
@@ -401,19 +391,24 @@ def truncate_tokens(clip_model: nn.Module, tokens: torch.Tensor,
     Returns:
         (N, L) tokens, L <= context (the input itself when nothing is cut).
     """
-    on = TRUNCATE_TEXT == "always" or (TRUNCATE_TEXT == "cuda"
-                                       and torch.device(device).type == "cuda")
-    if not on or not _truncatable(clip_model) or tokens.dim() != 2:
+    if not (cuts_tokens(torch.device(device)) and _truncatable(clip_model)):
         return tokens
     used = (tokens != 0).any(dim=0).nonzero()
     length = int(used.max()) + 1 if used.numel() else 1
     return tokens[:, :length].contiguous() if length < tokens.shape[1] else tokens
 
 
+def cuts_tokens(device: torch.device) -> bool:
+    """Whether :data:`TRUNCATE_TEXT` cuts the tokens of a text tower on ``device``."""
+    return TRUNCATE_TEXT == "always" or (TRUNCATE_TEXT == "cuda" and device.type == "cuda")
+
+
 def encode_text(clip_model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """``clip_model.encode_text(tokens)`` for token rows of any length L up to the context
-    (:func:`truncate_tokens`): position embeddings and causal mask cut to L, blocks through
-    :func:`drseg.models.layers.residual_attention_block`. Full-length rows go to open_clip.
+    (:func:`truncate_tokens`): position embeddings cut to L, the blocks through
+    :func:`drseg.models.layers.residual_attention_block` with the causal mask (packed attention
+    on CUDA), then open_clip's end-token pooling and projection. Text towers that
+    :func:`truncate_tokens` leaves alone go to open_clip's ``encode_text``.
 
     Args:
         clip_model: open_clip ``CLIP``. tokens: (N, L) long.
@@ -421,16 +416,14 @@ def encode_text(clip_model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     Returns:
         (N, C) text embeddings (not normalised).
     """
-    L = tokens.shape[1]
-    if L == clip_model.positional_embedding.shape[0] or not _truncatable(clip_model):
+    if not _truncatable(clip_model):
         return clip_model.encode_text(tokens)
+    L = tokens.shape[1]
     cast = clip_model.transformer.get_cast_dtype()
     x = clip_model.token_embedding(tokens).to(cast) + clip_model.positional_embedding[:L].to(cast)
-    mask = clip_model.attn_mask[:L, :L]
     for blk in clip_model.transformer.resblocks:
-        x = residual_attention_block(blk, x, causal_mask=mask)
-    x = clip_model.ln_final(x)
-    x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]  # end tokens
+        x = residual_attention_block(blk, x, causal=True)
+    x = text_global_pool(clip_model.ln_final(x), tokens, "argmax")  # (N, width) at the end token
     proj = clip_model.text_projection
     if proj is None:
         return x

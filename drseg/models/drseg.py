@@ -231,6 +231,7 @@ class DRSeg(nn.Module):
         self.decoder = Decoder(hid, cfg.decoder_dims, cfg.decoder_guidance_dims)
         self._text_cache: dict = {}
         self._token_cache: dict = {}  # tokens do not depend on the weights: never cleared
+        # (keyed by vocabulary, device and whether clip.TRUNCATE_TEXT cuts them there)
         self._compiled_dense = None  # see compile_dense
 
     # ------------------------------------------------------------------ text
@@ -254,6 +255,7 @@ class DRSeg(nn.Module):
         device = next(self.clip.parameters()).device
         key = (tuple(vocab), str(device))
         if self.training:
+            key += (clip_lib.cuts_tokens(device),)  # cut tokens (CUDA) or the full context
             if key not in self._token_cache:
                 tokens, group = clip_lib.tokenize_vocab(self.tokenizer, vocab, self.cfg.templates)
                 tokens = clip_lib.truncate_tokens(self.clip, tokens, device)  # CUDA: ~10 of 77

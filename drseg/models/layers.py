@@ -128,6 +128,27 @@ def run_layers(layers, x: torch.Tensor) -> torch.Tensor:
 PACKED_ATTENTION = "cuda"
 
 
+def attn_projections(attn: nn.MultiheadAttention):
+    """The q, k, v projection weights and biases of an ``nn.MultiheadAttention``.
+
+    Args:
+        attn: the attention, its projections packed (``in_proj_weight``) or split
+            (``q_proj_weight``, ``k_proj_weight``, ``v_proj_weight``, as after
+            :func:`drseg.models.clip.split_qkv`).
+
+    Returns:
+        ``((w_q, w_k, w_v), (b_q, b_k, b_v))``: three (D, D) weights and three (D,) biases (three
+        None without ``in_proj_bias``).
+    """
+    if attn.in_proj_weight is not None:
+        weights = tuple(attn.in_proj_weight.chunk(3, dim=0))
+    else:
+        weights = (attn.q_proj_weight, attn.k_proj_weight, attn.v_proj_weight)
+    if attn.in_proj_bias is None:
+        return weights, (None, None, None)
+    return weights, tuple(attn.in_proj_bias.chunk(3))
+
+
 def packed_self_attention(attn: nn.MultiheadAttention, x: torch.Tensor,
                           causal: bool = False) -> torch.Tensor:
     """``attn(x, x, x, need_weights=False)[0]`` for a batch-first ``nn.MultiheadAttention``
@@ -150,14 +171,8 @@ def packed_self_attention(attn: nn.MultiheadAttention, x: torch.Tensor,
     """
     B, L, D = x.shape
     heads = attn.num_heads
-    if attn.in_proj_weight is not None:
-        w_q, w_k, w_v = attn.in_proj_weight.chunk(3, dim=0)
-    else:
-        w_q, w_k, w_v = attn.q_proj_weight, attn.k_proj_weight, attn.v_proj_weight
-    b_q = b_k = b_v = b_qv = None
-    if attn.in_proj_bias is not None:
-        b_q, b_k, b_v = attn.in_proj_bias.chunk(3)
-        b_qv = torch.cat([b_q, b_v])
+    (w_q, w_k, w_v), (b_q, b_k, b_v) = attn_projections(attn)
+    b_qv = None if b_q is None else torch.cat([b_q, b_v])
     qv = F.linear(x, torch.cat([w_q, w_v]), b_qv).view(B, L, 2, heads, D // heads)
     q, v = (t.transpose(1, 2) for t in qv.unbind(2))  # (B, heads, L, d) views
     k = F.linear(x, w_k, b_k).view(B, L, heads, D // heads).transpose(1, 2)
@@ -173,22 +188,25 @@ def can_pack(attn: nn.Module) -> bool:
             and attn.kdim == attn.embed_dim and attn.vdim == attn.embed_dim)
 
 
-def residual_attention_block(blk: nn.Module, x: torch.Tensor,
-                             causal_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """``blk(x, attn_mask=causal_mask)`` for an open_clip ``ResidualAttentionBlock``, its
-    attention through :func:`packed_self_attention` where :data:`PACKED_ATTENTION` says so and
-    the block is the plain kind (``ln_1``, ``attn``, ``ls_1``, ``ln_2``, ``mlp``, ``ls_2``, no
-    cross attention); otherwise the block's own forward.
+def causal_mask(length: int, device=None) -> torch.Tensor:
+    """open_clip's additive causal mask: (L, L) float32, 0 on and below the diagonal, -inf
+    above (``build_causal_mask`` of its text tower, cut to L)."""
+    return torch.full((length, length), float("-inf"), device=device).triu_(1)
+
+
+def residual_attention_block(blk: nn.Module, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+    """``blk(x)`` (with ``causal``: ``blk(x, attn_mask=causal_mask(L))``, open_clip's text
+    tower) for an open_clip ``ResidualAttentionBlock``, its attention through
+    :func:`packed_self_attention` where :data:`PACKED_ATTENTION` says so and the block is the
+    plain kind (``ln_1``, ``attn``, ``ls_1``, ``ln_2``, ``mlp``, ``ls_2``, no cross attention);
+    otherwise the block's own forward.
 
     Args:
-        blk: the block. x: (B, L, D) tokens.
-        causal_mask: None (no mask), or the text tower's additive causal mask (L, L) (0 on and
-            below the diagonal, -inf above), which the packed path applies as ``is_causal``.
+        blk: the block. x: (B, L, D) tokens. causal: token i attends to tokens 0..i only.
     """
     packed = PACKED_ATTENTION == "always" or (PACKED_ATTENTION == "cuda" and x.is_cuda)
     if not packed or hasattr(blk, "ln_1_kv") or not can_pack(getattr(blk, "attn", None)) \
             or not all(hasattr(blk, n) for n in ("ln_1", "ls_1", "ln_2", "mlp", "ls_2")):
-        return blk(x) if causal_mask is None else blk(x, attn_mask=causal_mask)
-    causal = causal_mask is not None
+        return blk(x, attn_mask=causal_mask(x.shape[1], x.device)) if causal else blk(x)
     x = x + blk.ls_1(packed_self_attention(blk.attn, blk.ln_1(x), causal=causal))
     return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
