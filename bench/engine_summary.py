@@ -216,17 +216,31 @@ PREDICTIONS_4 = {
 }
 
 
+def _load(name: str) -> dict:
+    """A results JSON of reports/bench."""
+    return json.loads((BENCH / name).read_text())
+
+
+def _runs(ddp: dict) -> dict:
+    """ms per iteration by number of processes of a ddp_bench.py summary."""
+    return {r["processes"]: round(r["ms_per_it_steady"], 1) for r in ddp["runs"]}
+
+
+def _scaling(ddp: dict) -> dict:
+    return {k: round(v, 2) for k, v in ddp["scaling"].items()}
+
+
 def session4() -> dict:
     """Session 4: one H200 for calls 1-3, four H200s of one host for call 4."""
-    step = json.loads((BENCH / "engine_breakdown_h200_s4_call2_layers_steploss.json").read_text())
-    base = json.loads((BENCH / "engine_breakdown_h200_s3_call3_decoder_channels_last.json").read_text())
-    p1 = json.loads((BENCH / "conv_layout_probe_h200_s4_call1.json").read_text())
-    p2 = json.loads((BENCH / "conv_layout_probe_h200_s4_call2.json").read_text())
-    ev_e = json.loads((BENCH / "eval_h200_session4_eager.json").read_text())["eval_noslide"]
-    ev_c = json.loads((BENCH / "eval_h200_session4_compiled.json").read_text())["eval_noslide_compiled"]
-    probe = json.loads((BENCH / "eval_loop_probe_h200_s4.json").read_text())
-    ddp_e = json.loads((BENCH / "ddp_h200x4_s4_eager.json").read_text())
-    ddp_c = json.loads((BENCH / "ddp_h200x4_s4_compiled.json").read_text())
+    step = _load("engine_breakdown_h200_s4_call2_layers_steploss.json")
+    base = _load("engine_breakdown_h200_s3_call3_decoder_channels_last.json")
+    p1 = _load("conv_layout_probe_h200_s4_call1.json")
+    p2 = _load("conv_layout_probe_h200_s4_call2.json")
+    ev_e = _load("eval_h200_session4_eager.json")["eval_noslide"]
+    ev_c = _load("eval_h200_session4_compiled.json")["eval_noslide_compiled"]
+    probe = _load("eval_loop_probe_h200_s4.json")
+    ddp_e = _load("ddp_h200x4_s4_eager.json")
+    ddp_c = _load("ddp_h200x4_s4_compiled.json")
     ro = "compiled_reduce-overhead"
     new, old = step["steps"][ro], base["steps"][ro]
     cats = lambda st: {k: round(v["ms"], 2) for k, v in st["categories_ms"].items()}  # noqa: E731
@@ -236,7 +250,6 @@ def session4() -> dict:
         return round(sum(r["ms"] for r in p["kernels"] if pattern in r["kernel"]), 2)
 
     inst = probe["instrumented"]
-    runs = lambda d: {r["processes"]: round(r["ms_per_it_steady"], 1) for r in d["runs"]}  # noqa: E731
     return {
         "machines": ("calls 1-3: one NVIDIA H200 each; call 4: four NVIDIA H200 of one host "
                      "(asked for nvidia-h100-x4, the tool gave H200s); not comparable with H100 runs"),
@@ -278,10 +291,8 @@ def session4() -> dict:
                           f"{ev_c['images_per_s_first']:.1f}/s")},
             {"change": "DDP weak scaling, engine loop (StepLoss under DDP), 8 images per GPU",
              "predicted": PREDICTIONS_4["ddp"],
-             "measured": (f"eager ms/it by processes {runs(ddp_e)}, scaling "
-                          f"{ {k: round(v, 2) for k, v in ddp_e['scaling'].items()} }; compiled (mode "
-                          f"default) ms/it {runs(ddp_c)}, scaling "
-                          f"{ {k: round(v, 2) for k, v in ddp_c['scaling'].items()} }"),
+             "measured": (f"eager ms/it by processes {_runs(ddp_e)}, scaling {_scaling(ddp_e)}; "
+                          f"compiled (mode default) ms/it {_runs(ddp_c)}, scaling {_scaling(ddp_c)}"),
              "why": ("one 20-iteration window per run, not repeated: the 2-process eager run (159.5 ms/it) "
                      "is slower per iteration than the 4-process one (127.5), so x1.40 is noise or a "
                      "host hiccup rather than a property of 2 GPUs; the compiled 1- and 2-process runs "
@@ -316,14 +327,14 @@ PREDICTIONS_5 = {
 
 def session5() -> dict:
     """Session 5: four H200s of one host for every call (one run per GPU in call 1)."""
-    base = json.loads((BENCH / "engine_breakdown_h200_s5_call1_baseline.json").read_text())
-    packed = json.loads((BENCH / "engine_breakdown_h200_s5_call1_packed_attention.json").read_text())
-    cut = json.loads((BENCH / "engine_breakdown_h200_s5_call3_packed_cut_text.json").read_text())
-    comp = json.loads((BENCH / "engine_breakdown_h200_s5_call1_components_compiled.json").read_text())
-    vitl = json.loads((BENCH / "engine_breakdown_h200_s5_call1_vitl14_336.json").read_text())
-    smoke = json.loads((BENCH / "paper_profile_smoke_h200_s5.json").read_text())
-    quiet = json.loads((BENCH / "ddp_h200x4_s5_eager_quiet.json").read_text())
-    beside = json.loads((BENCH / "ddp_h200x4_s5_eager_beside_compile.json").read_text())
+    base = _load("engine_breakdown_h200_s5_call1_baseline.json")
+    packed = _load("engine_breakdown_h200_s5_call1_packed_attention.json")
+    cut = _load("engine_breakdown_h200_s5_call3_packed_cut_text.json")
+    comp = _load("engine_breakdown_h200_s5_call1_components_compiled.json")
+    vitl = _load("engine_breakdown_h200_s5_call1_vitl14_336.json")
+    smoke = _load("paper_profile_smoke_h200_s5.json")
+    quiet = _load("ddp_h200x4_s5_eager_quiet.json")
+    beside = _load("ddp_h200x4_s5_eager_beside_compile.json")
     ro = "compiled_reduce-overhead"
     b, pk, ct, vl = (d["steps"][ro] for d in (base, packed, cut, vitl))
     mfu = lambda ms, flops=12.462e12: round(100 * flops / (ms / 1e3) / 989.4e12, 1)  # noqa: E731
@@ -332,8 +343,6 @@ def session5() -> dict:
         return (f"{st['wall_ms']:.2f} ms wall, {st['wall_ms_pipelined']:.2f} pipelined, "
                 f"{st['gpu_ms']:.2f} GPU, {st['kernels']:.0f} kernels")
 
-    runs = lambda d: {r["processes"]: round(r["ms_per_it_steady"], 1) for r in d["runs"]}  # noqa: E731
-    scal = lambda d: {k: round(v, 2) for k, v in d["scaling"].items()}  # noqa: E731
     return {
         "machines": "four NVIDIA H200 of one host in every call; not comparable with H100 runs",
         "measure": ("wall_ms: median of 10 steps each synchronised; wall_ms_pipelined: 20 steps back "
@@ -370,9 +379,9 @@ def session5() -> dict:
             {"change": "DDP weak scaling, eager, engine loop, 8 images per GPU, 60 iterations (median of "
                        "4 windows)",
              "predicted": PREDICTIONS_5["ddp"],
-             "measured": (f"alone on the host (GPUs from 0): ms/it {runs(quiet)}, scaling {scal(quiet)}; "
-                          f"beside a compiling process (GPUs from 1): ms/it {runs(beside)}, scaling "
-                          f"{scal(beside)}"),
+             "measured": (f"alone on the host (GPUs from 0): ms/it {_runs(quiet)}, scaling "
+                          f"{_scaling(quiet)}; beside a compiling process (GPUs from 1): ms/it "
+                          f"{_runs(beside)}, scaling {_scaling(beside)}"),
              "why": ("x4.04 means 4 processes ran as fast per iteration as 1, within the noise. "
                      "The 2-process run is slower per iteration than the 1- and 4-process runs again "
                      "(as in session 4), on GPUs 0-1 alone on the host; cause not found. Eager is "
