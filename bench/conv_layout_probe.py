@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
 
-from engine_bench import DLRSD, build, legacy_layers, log, make_step, sync  # noqa: E402
+from engine_bench import DLRSD, log, make_step, step_setup, sync  # noqa: E402
 from drseg.engine.train import StepLoss  # noqa: E402
 
 #: kernels this probe attributes: every kernel launched by a convolution operator, and by name
@@ -68,7 +68,8 @@ def main(argv=None):
     ap.add_argument("--out", required=True)
     ap.add_argument("--compile", action="store_true", help="the compiled step (mode default)")
     ap.add_argument("--legacy", action="store_true",
-                    help="session 3's layers: 1-channel head, NCHW guidance upsampler, nn.GroupNorm, conv patch embeds")
+                    help="session 3's layers: 1-channel head, NCHW guidance upsampler, nn.GroupNorm, "
+                         "conv patch embeds, nn.MultiheadAttention, full-length text tokens")
     ap.add_argument("--quick", action="store_true", help="tiny preset on CPU (smoke test)")
     args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
@@ -76,14 +77,7 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
     preset, batch = ("tiny", 2) if args.quick else ("vitb16-384", 8)
     amp = device.type == "cuda"
-    cfg, model = build(preset, device)
-    model.train()
-    if args.legacy:
-        legacy_layers(model)
-    g = torch.Generator().manual_seed(0)
-    size = cfg.image_size
-    images = (torch.rand(batch, 3, size, size, generator=g) * 255).to(device)
-    masks = torch.randint(0, len(DLRSD), (batch, size, size), generator=g).to(device)
+    _, model, images, masks = step_setup(preset, batch, device, args.legacy)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(model.parameter_groups(2e-4, 0.01), lr=2e-4,
                             **({"fused": True} if amp else {}))

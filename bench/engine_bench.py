@@ -64,13 +64,29 @@ def build(preset: str, device, overrides=None):
 
 
 def legacy_layers(model) -> None:
-    """Undo session 4's layer changes (the session-3 baseline of the benches' ``--legacy``):
-    1-channel decoder head, NCHW guidance upsampler, nn.GroupNorm, convolution patch embeds."""
-    from drseg.models import layers
+    """Undo sessions 4 and 5's layer changes (the session-3 baseline of the benches'
+    ``--legacy``): 1-channel decoder head, NCHW guidance upsampler, nn.GroupNorm, convolution
+    patch embeds, nn.MultiheadAttention in the CLIP blocks, full-length text tokens."""
+    from drseg.models import clip, layers
 
     model.decoder.head_pad, model.guidance_up.channels_last = 1, False
     layers.NHWC_GROUP_NORM = False
-    layers.PATCH_GEMM = "never"
+    layers.PATCH_GEMM = layers.PACKED_ATTENTION = clip.TRUNCATE_TEXT = "never"
+
+
+def step_setup(preset: str, batch: int, device, legacy: bool = False):
+    """``(cfg, model, images, masks)`` of a training step: the model in train mode (session 3's
+    layers with ``legacy``, :func:`legacy_layers`), seeded random 0..255 images and class-id
+    masks of the model's input size."""
+    cfg, model = build(preset, device)
+    model.train()
+    if legacy:
+        legacy_layers(model)
+    g = torch.Generator().manual_seed(0)
+    size = cfg.image_size
+    images = (torch.rand(batch, 3, size, size, generator=g) * 255).to(device)
+    masks = torch.randint(0, len(DLRSD), (batch, size, size), generator=g).to(device)
+    return cfg, model, images, masks
 
 
 def sync(device):

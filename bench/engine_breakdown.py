@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
 
-from engine_bench import DLRSD, H100_BF16_PEAK, build, legacy_layers, log, make_step, sync  # noqa: E402
+from engine_bench import DLRSD, H100_BF16_PEAK, log, make_step, step_setup, sync  # noqa: E402
 from drseg.engine.train import StepLoss  # noqa: E402
 
 
@@ -280,7 +280,7 @@ def main(argv=None):
     ap.add_argument("--legacy", action="store_true",
                     help="the step as of session 3 (baseline): loss outside the compiled model, "
                          "1-channel decoder head, NCHW guidance upsampler, nn.GroupNorm, convolution "
-                         "patch embeddings")
+                         "patch embeddings, nn.MultiheadAttention in the CLIP blocks, full-length text tokens")
     args = ap.parse_args(argv)
     switches = set_switches(args.set)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
@@ -290,14 +290,7 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
     preset, batch = ("tiny", 2) if args.quick else (args.preset, 8)
     amp = device.type == "cuda"
-    cfg, model = build(preset, device)
-    size = cfg.image_size
-    g = torch.Generator().manual_seed(0)
-    images = (torch.rand(batch, 3, size, size, generator=g) * 255).to(device)
-    masks = torch.randint(0, len(DLRSD), (batch, size, size), generator=g).to(device)
-    model.train()
-    if args.legacy:
-        legacy_layers(model)
+    cfg, model, images, masks = step_setup(preset, batch, device, args.legacy)
     res = {"label": args.label, "legacy": args.legacy, "device": torch.cuda.get_device_name(0) if amp else "cpu",
            "torch": torch.__version__, "switches": switches, "preset": preset, "batch": batch, "classes": len(DLRSD),
            "components": {}, "steps": {}}

@@ -31,13 +31,13 @@ from typing import Optional, Sequence, Union
 
 import open_clip
 import torch
-from open_clip.transformer import text_global_pool
 import torch.nn.functional as F
+from open_clip.transformer import text_global_pool
 from torch import nn
 
 from drseg.errors import DrsegInputError
 from drseg.models.checkpoints import check_state_dict
-from drseg.models.layers import attn_projections, residual_attention_block
+from drseg.models.layers import attn_projections, device_switch, residual_attention_block
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -204,12 +204,6 @@ def interpolate_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> tor
                               align_corners=False).to(pos_embed.dtype)
     patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1)  # (h*w, D)
     return torch.cat([cls_pos, patch_pos], dim=0)
-
-
-def attn_weights(attn: nn.MultiheadAttention) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The (q, k, v) projection weights of an ``nn.MultiheadAttention``, packed or split
-    (:func:`drseg.models.layers.attn_projections` without the biases)."""
-    return attn_projections(attn)[0]
 
 
 def _value_only_block(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -400,7 +394,7 @@ def truncate_tokens(clip_model: nn.Module, tokens: torch.Tensor,
 
 def cuts_tokens(device: torch.device) -> bool:
     """Whether :data:`TRUNCATE_TEXT` cuts the tokens of a text tower on ``device``."""
-    return TRUNCATE_TEXT == "always" or (TRUNCATE_TEXT == "cuda" and device.type == "cuda")
+    return device_switch(TRUNCATE_TEXT, device.type == "cuda")
 
 
 def encode_text(clip_model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:

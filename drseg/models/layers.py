@@ -25,6 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def device_switch(mode: str, is_cuda: bool) -> bool:
+    """Whether a ``"cuda"`` / ``"always"`` / ``"never"`` switch of this module (and of
+    :data:`drseg.models.clip.TRUNCATE_TEXT`) is on for a tensor on CUDA or not."""
+    return mode == "always" or (mode == "cuda" and is_cuda)
+
+
 def patch_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """``conv(x)`` for a patch-embedding convolution (kernel = stride, no padding, no dilation,
     one group) as one GEMM over the flattened patches.
@@ -65,8 +71,7 @@ class PatchConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ph, pw = self.kernel_size
-        gemm = PATCH_GEMM == "always" or (PATCH_GEMM == "cuda" and x.is_cuda)
-        if gemm and x.shape[-2] % ph == 0 and x.shape[-1] % pw == 0:
+        if device_switch(PATCH_GEMM, x.is_cuda) and x.shape[-2] % ph == 0 and x.shape[-1] % pw == 0:
             return patch_conv(x, self)
         return super().forward(x)
 
@@ -204,9 +209,9 @@ def residual_attention_block(blk: nn.Module, x: torch.Tensor, causal: bool = Fal
     Args:
         blk: the block. x: (B, L, D) tokens. causal: token i attends to tokens 0..i only.
     """
-    packed = PACKED_ATTENTION == "always" or (PACKED_ATTENTION == "cuda" and x.is_cuda)
-    if not packed or hasattr(blk, "ln_1_kv") or not can_pack(getattr(blk, "attn", None)) \
-            or not all(hasattr(blk, n) for n in ("ln_1", "ls_1", "ln_2", "mlp", "ls_2")):
+    plain = not hasattr(blk, "ln_1_kv") and can_pack(getattr(blk, "attn", None)) \
+        and all(hasattr(blk, n) for n in ("ln_1", "ls_1", "ln_2", "mlp", "ls_2"))
+    if not (plain and device_switch(PACKED_ATTENTION, x.is_cuda)):
         return blk(x, attn_mask=causal_mask(x.shape[1], x.device)) if causal else blk(x)
     x = x + blk.ls_1(packed_self_attention(blk.attn, blk.ln_1(x), causal=causal))
     return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
