@@ -38,6 +38,12 @@ def run(args) -> None:
     from drseg.engine.distributed import cleanup, init_distributed
     from drseg.engine.train import TrainConfig, train
 
+    if args.no_optimize_ddp:  # one graph; DDP all-reduces after the whole backward
+        torch._dynamo.config.optimize_ddp = False
+    if args.ddp_cuda_graphs:
+        import drseg.engine.train as train_mod
+
+        train_mod.CUDA_GRAPHS_UNDER_DDP = True
     info = init_distributed("cpu" if args.quick else "auto")
     device = info.device
     if device.type == "cuda":
@@ -50,7 +56,8 @@ def run(args) -> None:
     batch = args.per_gpu_batch * info.world_size
     tc = TrainConfig(iterations=args.iterations, batch_size=batch, crop=cfg.image_size,
                      num_workers=args.workers, checkpoint_every=10**6, log_every=args.log_every,
-                     device=device.type, compile=args.compile)
+                     device=device.type, compile=args.compile,
+                     compile_mode=args.compile_mode)
     stamps = []
     with tempfile.TemporaryDirectory() as tmp:
         res = train(model, ds, DLRSD, tc, tmp, model_cfg=cfg.to_dict(), train_dataset="mem",
@@ -71,7 +78,9 @@ def run(args) -> None:
                if device.type == "cuda" else "cpu", "torch": torch.__version__, "preset": preset,
                "per_gpu_batch": args.per_gpu_batch, "global_batch": batch,
                "iterations": args.iterations, "workers_per_process": args.workers,
-               "compile": args.compile, "ms_per_it_steady": ms, "steady_from_to": [i0, i1],
+               "compile": args.compile, "compile_mode": args.compile_mode if args.compile else None,
+               "optimize_ddp": not args.no_optimize_ddp, "ddp_cuda_graphs": args.ddp_cuda_graphs,
+               "ms_per_it_steady": ms, "steady_from_to": [i0, i1],
                "ms_per_it_windows": windows,
                "images_per_s": batch / (ms / 1e3), "wall_s": res.wall_s}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +115,13 @@ def main(argv=None) -> None:
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--workers", type=int, default=6)
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--compile-mode", default="default",
+                    help="train.compile_mode (reduce-overhead: CUDA graphs)")
+    ap.add_argument("--no-optimize-ddp", action="store_true",
+                    help="torch._dynamo.config.optimize_ddp = False (no graph split per bucket)")
+    ap.add_argument("--ddp-cuda-graphs", action="store_true",
+                    help="let reduce-overhead keep its CUDA graphs under DDP "
+                         "(drseg.engine.train.CUDA_GRAPHS_UNDER_DDP)")
     ap.add_argument("--summarize", nargs="+", help="per-run JSONs to combine into --out")
     args = ap.parse_args(argv)
     if args.summarize:

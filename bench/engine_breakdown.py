@@ -277,6 +277,8 @@ def main(argv=None):
     ap.add_argument("--compile-components", action="store_true",
                     help="torch.compile (mode default) each component's forward")
     ap.add_argument("--preset", default="vitb16-384", help="model preset (vitl14-336: ViT-L/14)")
+    ap.add_argument("--top", type=int, default=5,
+                    help="costliest kernel names kept per component (default 5)")
     ap.add_argument("--legacy", action="store_true",
                     help="the step as of session 3 (baseline): loss outside the compiled model, "
                          "1-channel decoder head, NCHW guidance upsampler, nn.GroupNorm, convolution "
@@ -314,9 +316,11 @@ def main(argv=None):
     for name, fn in parts.items():
         try:
             w = wall_time(fn, device)
-            top: dict = {}
-            gms, nk = kernel_time(fn, device, top=top)
+            top, cats = {}, {}
+            gms, nk = kernel_time(fn, device, top=top, n_top=args.top, categories=cats)
             res["components"][name] = {"wall_ms": statistics.median(w), "gpu_ms": gms, "kernels": nk,
+                                       "categories_ms": dict(sorted(cats.items(),
+                                                                    key=lambda kv: -kv[1]["ms"])),
                                        "top_kernels_ms": top}
             log(f"{name:22s} wall {statistics.median(w):8.2f} ms   gpu {gms:8.2f} ms   {nk:6.0f} kernels")
         except Exception as e:
