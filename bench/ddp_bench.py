@@ -59,10 +59,22 @@ def run(args) -> None:
                      device=device.type, compile=args.compile,
                      compile_mode=args.compile_mode)
     stamps = []
+    params = [p for p in model.parameters() if p.requires_grad]
+    start = torch.cat([p.detach().float().flatten() for p in params])
     with tempfile.TemporaryDirectory() as tmp:
         res = train(model, ds, DLRSD, tc, tmp, model_cfg=cfg.to_dict(), train_dataset="mem",
                     dist_info=info, progress=False,
                     on_log=lambda m, it: stamps.append((it, time.perf_counter())))
+    # DDP keeps the replicas identical: the trainable weights of every rank must match after
+    # training (bitwise: every rank applies the same all-reduced gradients), and have moved
+    flat = torch.cat([p.detach().float().flatten() for p in params])
+    moved = (flat - start).abs().max().item()
+    rank_diff = 0.0
+    if info.distributed:
+        hi, lo = flat.clone(), flat.clone()
+        torch.distributed.all_reduce(hi, op=torch.distributed.ReduceOp.MAX)
+        torch.distributed.all_reduce(lo, op=torch.distributed.ReduceOp.MIN)
+        rank_diff = (hi - lo).abs().max().item()
     if info.is_main:
         # one window per loss sync (every log_every iterations); the first window holds the
         # warm-up (and the compile), so the steady state is the median of the later windows
@@ -82,12 +94,15 @@ def run(args) -> None:
                "optimize_ddp": not args.no_optimize_ddp, "ddp_cuda_graphs": args.ddp_cuda_graphs,
                "ms_per_it_steady": ms, "steady_from_to": [i0, i1],
                "ms_per_it_windows": windows,
-               "images_per_s": batch / (ms / 1e3), "wall_s": res.wall_s}
+               "images_per_s": batch / (ms / 1e3), "wall_s": res.wall_s,
+               "final_loss": res.final_loss, "weights_max_abs_change": moved,
+               "weights_max_abs_diff_between_ranks": rank_diff}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(rec, indent=2) + "\n")
         log(f"[ddp x{info.world_size}] {ms:.1f} ms/it (median of {len(windows)} windows between "
             f"loss syncs, {min(windows):.1f}-{max(windows):.1f}), "
-            f"{rec['images_per_s']:.1f} images/s (global batch {batch})")
+            f"{rec['images_per_s']:.1f} images/s (global batch {batch}); final loss "
+            f"{res.final_loss:.4f}, weights moved {moved:.2e}, rank difference {rank_diff:.2e}")
     cleanup()
 
 

@@ -277,6 +277,9 @@ def main(argv=None):
     ap.add_argument("--compile-components", action="store_true",
                     help="torch.compile (mode default) each component's forward")
     ap.add_argument("--preset", default="vitb16-384", help="model preset (vitl14-336: ViT-L/14)")
+    ap.add_argument("--sdpa-no-cudnn", action="store_true",
+                    help="torch.backends.cuda.enable_cudnn_sdp(False): the CLIP and prior "
+                         "attention on flash / memory-efficient kernels instead of cuDNN")
     ap.add_argument("--top", type=int, default=5,
                     help="costliest kernel names kept per component (default 5)")
     ap.add_argument("--legacy", action="store_true",
@@ -290,11 +293,14 @@ def main(argv=None):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
+        if args.sdpa_no_cudnn:
+            torch.backends.cuda.enable_cudnn_sdp(False)
     preset, batch = ("tiny", 2) if args.quick else (args.preset, 8)
     amp = device.type == "cuda"
     cfg, model, images, masks = step_setup(preset, batch, device, args.legacy)
     res = {"label": args.label, "legacy": args.legacy, "device": torch.cuda.get_device_name(0) if amp else "cpu",
-           "torch": torch.__version__, "switches": switches, "preset": preset, "batch": batch, "classes": len(DLRSD),
+           "torch": torch.__version__, "switches": switches, "sdpa_cudnn": not args.sdpa_no_cudnn,
+           "preset": preset, "batch": batch, "classes": len(DLRSD),
            "components": {}, "steps": {}}
     out = Path(args.out)
 

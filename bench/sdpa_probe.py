@@ -28,7 +28,7 @@ from engine_breakdown import kernel_time  # noqa: E402
 from engine_bench import log  # noqa: E402
 from drseg.models import aggregator as agg  # noqa: E402
 
-BACKENDS = {int(b): b.name for b in torch.nn.attention.SDPBackend}
+BACKENDS = {int(v): k for k, v in torch.nn.attention.SDPBackend.__members__.items()}
 
 
 def main(argv=None) -> None:
@@ -36,8 +36,8 @@ def main(argv=None) -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--maps", type=int, default=8 * 17)
     args = ap.parse_args(argv)
-    dev = torch.device("cuda")
-    res = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "blocks": {}}
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # CPU: smoke test
+    res = {"device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu", "torch": torch.__version__, "blocks": {}}
     seen = []
     real_sdpa = F.scaled_dot_product_attention
 
@@ -62,7 +62,7 @@ def main(argv=None) -> None:
 
             def run(f):
                 def call():
-                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                    with torch.autocast(dev.type, dtype=torch.bfloat16):
                         out = f(x, g, args.maps // 8)
                     out.float().mean().backward()
                 return call

@@ -172,6 +172,23 @@ def test_prior_checkpoint_roundtrip(tmp_path, backbone, kwargs, wrap):
     assert not dst.model.training
 
 
+def test_prior_fixed_grid_rope_matches_per_forward_rope():
+    """The prior is built with a fixed token grid (``dynamic_img_size=False``), so timm's DINOv3
+    RoPE table is computed once and read back; on the CPU that gives bitwise the output of the
+    per-forward table (timm's default for DINOv3), for inputs of any size (resized first)."""
+    fixed = StructuralPrior("vit_small_patch16_dinov3", None, 64, TINY_DINOV3, seed=3)
+    dynamic = StructuralPrior("vit_small_patch16_dinov3", None, 64,
+                              {**TINY_DINOV3, "dynamic_img_size": True}, seed=3)
+    assert not fixed.model.dynamic_img_size and dynamic.model.dynamic_img_size
+    rope = fixed.model.rope
+    assert rope.get_embed() is rope.pos_embed_cached  # read, not rebuilt
+    assert dynamic.model.rope.pos_embed_cached is None
+    assert set(fixed.state_dict()) == set(dynamic.state_dict())  # checkpoints unchanged
+    for size in (64, 48):
+        x = torch.randn(2, 3, size, size)
+        torch.testing.assert_close(fixed(x), dynamic(x), rtol=0, atol=0)
+
+
 def test_prior_checkpoint_errors(tmp_path):
     with pytest.raises(DrsegInputError, match="not found"):
         StructuralPrior("vit_base_patch8_224", tmp_path / "none.pth", 32, TINY_VIT)

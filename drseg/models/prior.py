@@ -51,6 +51,14 @@ class StructuralPrior(nn.Module):
         if not timm.is_model(backbone):
             raise DrsegInputError(f"model.prior: unknown timm model {backbone!r}")
         kwargs = dict(model_kwargs or {})
+        # The prior always sees ``image_size`` inputs (forward resizes to it), so its token grid
+        # is fixed: timm then precomputes the DINOv3 RoPE table once (``pos_embed_cached``)
+        # instead of rebuilding it every forward, which under torch.compile was fused into
+        # every block's q / k kernel as sin / cos per element (~1 ms of a training step, H200).
+        # The table is computed on the CPU at construction: on the CPU the prior's output is
+        # bitwise what the per-forward path gives (tested); on a GPU sin / cos may differ from
+        # the GPU's own in the last bit.
+        kwargs.setdefault("dynamic_img_size", False)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             try:
