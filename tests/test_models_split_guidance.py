@@ -100,30 +100,6 @@ def test_class_step_equals_the_concatenation_form():
     assert _rel(out, ref) < 1e-5
 
 
-def test_class_step_keeps_channels_last_memory_and_its_gradients():
-    """The class step computes on the (B, K, h, w, E) view: fed the aggregator's
-    channels-last volume it returns that memory order (no transposing copy), and the output
-    and every gradient equal those of the same input in (B, E, K, h, w) memory (float64)."""
-    torch.manual_seed(5)
-    B, E, K, h, G = 2, 8, 3, 6, 4
-    step = ClassStep(E, G, heads=2, pool_train=2).double().train()
-    x = torch.randn(B, E, K, h, h, dtype=torch.float64)
-    text = torch.randn(B, K, G, dtype=torch.float64)
-    outs = []
-    for xin in (x.clone(), x.permute(0, 2, 3, 4, 1).contiguous().permute(0, 4, 1, 2, 3)):
-        xin.requires_grad_(True)
-        step.zero_grad()
-        out = step(xin, text)
-        (out * torch.arange(out.numel(), dtype=out.dtype).view(out.shape).sin()).sum().backward()
-        outs.append((out.detach(), xin.grad, {n: p.grad.clone() for n, p in step.named_parameters()},
-                     out.stride()))
-    (o1, gx1, gp1, _), (o2, gx2, gp2, stride2) = outs
-    assert stride2 == o2.permute(0, 2, 3, 4, 1).contiguous().permute(0, 4, 1, 2, 3).stride()
-    assert _rel(o2, o1) < 1e-12 and _rel(gx2, gx1) < 1e-12
-    for name in gp1:
-        assert _rel(gp2[name], gp1[name]) < 1e-12, name
-
-
 def test_unshifted_block_gives_sdpa_a_bias_with_unit_key_stride(monkeypatch):
     """The memory-efficient SDPA kernel (the one that trains a bias on CUDA) takes an
     attention mask only with unit stride along the keys; a permuted relative-position bias
@@ -198,9 +174,6 @@ def test_upsample_bilinear_equals_interpolate(src, dst):
     ref = F.interpolate(t, size=dst, mode="bilinear", align_corners=True)
     got = upsample_bilinear(t, dst)
     assert got.dtype == t.dtype and _rel(got, ref) < 1e-6
-    # channels-last: (..., h, w, C) in, (..., H, W, C) out, every channel resized the same way
-    last = upsample_bilinear(t.permute(0, 2, 3, 1).contiguous(), dst, channels_last=True)
-    assert last.shape == (2, *dst, 3) and _rel(last.permute(0, 3, 1, 2), ref) < 1e-6
     m = bilinear_matrix(src[0], dst[0])
     assert torch.allclose(m.sum(1), torch.ones(dst[0]))  # rows are convex weights
 

@@ -9,8 +9,7 @@ arXiv:2303.11797); constants in ``/work/shared/reference/PROTOCOL.md`` section 3
   text guidance concatenated into the inputs of q and k, then an MLP (ratio 4); average
   pooling 2 in training and 1 at evaluation, bilinear upsampling back, residual.
 
-The volume's shape is (B, E, K, h, w); inside the aggregator its memory is channels-last
-(B, K, h, w, E), so that LayerNorms and projections read rows of E contiguous channels.
+The volume is laid out (B, E, K, h, w).
 """
 from __future__ import annotations
 
@@ -92,7 +91,8 @@ class GuidedWindowAttention(nn.Module):
             k = (k.view(-1, groups, windows, L, dim) + gk).view(n, L, dim)
         # (heads, L, L), contiguous: the memory-efficient SDPA kernel (the one that trains a
         # bias) takes a mask only with unit stride along the keys; the permuted view (stride
-        # heads) sent this block to the math path, eager and compiled (bench/sdpa_probe.py)
+        # heads) sent this block to the math path on CUDA, eager and compiled (H200,
+        # bench/sdpa_probe.py)
         bias = self.bias_table[self.bias_index].view(L, L, heads).permute(2, 0, 1).contiguous()
         if mask is None:  # one bias for every window: (n, heads, L, L) broadcast
             q, k, v = (t.view(n, L, heads, hd).transpose(1, 2) for t in (q, k, v))
@@ -288,28 +288,18 @@ def cached_bilinear_matrix(n_in: int, n_out: int, device: torch.device,
         return bilinear_matrix(n_in, n_out, device, dtype)
 
 
-def upsample_bilinear(t: torch.Tensor, size: tuple[int, int],
-                      channels_last: bool = False) -> torch.Tensor:
+def upsample_bilinear(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear upsampling (``align_corners=True``) of (..., h, w) as two matrix products.
 
     The same linear map as ``F.interpolate(..., mode="bilinear", align_corners=True)``, run as
     GEMMs in the input's (autocast) dtype. Why: at the paper shape the class step upsamples
     136 x 128 maps of 12 x 12, and CUDA's NCHW interpolation kernel, parallel only over the
     576 output pixels and run in float32 under autocast, took 9 ms of a 111 ms step (H100).
-
-    Args:
-        t: (..., h, w), or (..., h, w, C) with ``channels_last`` (each of the C channels
-            resized; no transposition of the channels-last memory).
-        size: (H, W).
     """
-    hw = t.shape[-3:-1] if channels_last else t.shape[-2:]
     build = bilinear_matrix if torch.compiler.is_compiling() else cached_bilinear_matrix
-    mh = build(hw[0], size[0], t.device, t.dtype)
-    mw = build(hw[1], size[1], t.device, t.dtype)
-    if not channels_last:
-        return torch.matmul(torch.matmul(mh, t), mw.T)
-    rows = torch.matmul(mh, t.flatten(-2))  # (..., H, w * C)
-    return torch.matmul(mw, rows.unflatten(-1, (hw[1], t.shape[-1])))  # (..., H, W, C)
+    mh = build(t.shape[-2], size[0], t.device, t.dtype)
+    mw = build(t.shape[-1], size[1], t.device, t.dtype)
+    return torch.matmul(torch.matmul(mh, t), mw.T)
 
 
 class ClassStep(nn.Module):
@@ -330,20 +320,14 @@ class ClassStep(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.ReLU(), nn.Linear(4 * dim, dim))
 
     def forward(self, x: torch.Tensor, guidance: torch.Tensor | None) -> torch.Tensor:
-        """x (B, E, K, h, w), guidance (B, K, G) or None -> (B, E, K, h, w).
-
-        Computed on the channels-last view (B, K, h, w, E) of x and returned as such a view:
-        when x lies in that memory order (the :class:`SpatialStep` output), the pooling, the
-        token gathering, the upsampling and the residual read whole rows of E channels, never
-        a column of E strided values (which under torch.compile made slow reductions)."""
+        """x (B, E, K, h, w), guidance (B, K, G) or None -> (B, E, K, h, w)."""
         B, E, K, h, w = x.shape
         pool = self.pool_train if self.training else 1
-        xl = x.permute(0, 2, 3, 4, 1)  # (B, K, h, w, E)
-        t = xl.reshape(B * K, h, w, E)
-        if pool > 1:  # on the channels-last NCHW view: a channels-last result
-            t = F.avg_pool2d(t.permute(0, 3, 1, 2), pool).permute(0, 2, 3, 1)
-        hp, wp = t.shape[1:3]
-        t = t.reshape(B, K, hp * wp, E).transpose(1, 2).reshape(B * hp * wp, K, E)
+        t = x.transpose(1, 2).reshape(B * K, E, h, w)
+        if pool > 1:
+            t = F.avg_pool2d(t, pool)
+        hp, wp = t.shape[-2:]
+        t = t.view(B, K, E, hp * wp).permute(0, 3, 1, 2).reshape(B * hp * wp, K, E)
         y = self.norm1(t)
         q = F.linear(y, self.q.weight[:, :E], self.q.bias)
         k = F.linear(y, self.k.weight[:, :E], self.k.bias)
@@ -357,10 +341,10 @@ class ClassStep(nn.Module):
         v = self.v(y).view(B * hp * wp, K, self.heads, -1)
         t = t + linear_attention(q, k, v).flatten(2)
         t = t + self.mlp(self.norm2(t))  # (B*hp*wp, K, E)
-        t = t.view(B, hp * wp, K, E).transpose(1, 2).reshape(B * K, hp, wp, E)
-        if pool > 1:  # = F.interpolate(bilinear, align_corners=True) per channel
-            t = upsample_bilinear(t, (h, w), channels_last=True)
-        return (xl + t.view(B, K, h, w, E)).permute(0, 4, 1, 2, 3)
+        t = t.view(B, hp * wp, K, E).permute(0, 2, 3, 1).reshape(B * K, E, hp, wp)
+        if pool > 1:
+            t = upsample_bilinear(t, (h, w))  # = F.interpolate(bilinear, align_corners=True)
+        return x + t.view(B, K, E, h, w).transpose(1, 2)
 
 
 class Aggregator(nn.Module):
@@ -388,12 +372,7 @@ class Aggregator(nn.Module):
 
     def forward(self, x: torch.Tensor, appearance: torch.Tensor | None,
                 text: torch.Tensor | None) -> torch.Tensor:
-        """x (B, E, K, h, w), appearance (B, G, h, w), text (B, K, G') -> (B, E, K, h, w).
-
-        The volume is laid out once in channels-last memory (B, K, h, w, E), which both steps
-        keep (their outputs are views of that order), so that the Swin blocks and the class
-        step read rows of E contiguous channels; the result is a view in that order too."""
-        x = x.permute(0, 2, 3, 4, 1).contiguous().permute(0, 4, 1, 2, 3)
+        """x (B, E, K, h, w), appearance (B, G, h, w), text (B, K, G') -> (B, E, K, h, w)."""
         for spatial, classwise in zip(self.spatial, self.classwise):
             x = classwise(spatial(x, appearance), text)
         return x
