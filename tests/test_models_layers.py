@@ -100,12 +100,12 @@ def test_run_layers_dispatches_each_group_norm_of_channels_last_maps(monkeypatch
 
 def test_tiny_model_with_the_cuda_layer_forms_matches_the_plain_model(monkeypatch):
     """The whole tiny model with the GPU forms forced on (patch GEMMs, packed attention,
-    text tokens cut after the longest sentence, channels-last decoder and guidance upsampler,
-    NHWC GroupNorm, padded head): the same loss and gradients (the text tower's q/v gradients
+    text tokens cut after the longest sentence, channels-last aggregator volume, decoder and
+    guidance upsampler, NHWC GroupNorm, padded head): the same loss and gradients (the text tower's q/v gradients
     checked on their own too)."""
     from drseg.engine.train import StepLoss
+    from drseg.models import aggregator, layers
     from drseg.models import clip as clip_lib
-    from drseg.models import layers
     from drseg.models.drseg import build_model, make_config
 
     torch.manual_seed(0)
@@ -130,6 +130,7 @@ def test_tiny_model_with_the_cuda_layer_forms_matches_the_plain_model(monkeypatc
     monkeypatch.setattr(layers, "PATCH_GEMM", "always")
     monkeypatch.setattr(layers, "PACKED_ATTENTION", "always")
     monkeypatch.setattr(clip_lib, "TRUNCATE_TEXT", "always")
+    monkeypatch.setattr(aggregator, "CHANNELS_LAST_VOLUME", "always")
     model._token_cache.clear()  # tokens are cut from here on
     model.decoder.channels_last = model.guidance_up.channels_last = True
     model.decoder.head_pad = 8

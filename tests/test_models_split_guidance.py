@@ -100,6 +100,50 @@ def test_class_step_equals_the_concatenation_form():
     assert _rel(out, ref) < 1e-5
 
 
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """(B, E, K, h, w) values in (B, K, h, w, E) memory."""
+    return x.permute(0, 2, 3, 4, 1).contiguous().permute(0, 4, 1, 2, 3)
+
+
+def _value_and_grads(module, x, *rest):
+    module.zero_grad()
+    x = x.detach().clone().requires_grad_(True)
+    out = module(x, *rest)
+    w = torch.arange(out.numel(), dtype=out.dtype).view(out.shape).sin()
+    (out * w).sum().backward()
+    return out.detach(), x.grad, {n: p.grad.clone() for n, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("what", ["class_step", "aggregator"])
+def test_channels_last_volume_gives_the_same_values_and_gradients(monkeypatch, what):
+    """With ``CHANNELS_LAST_VOLUME`` on, the class step and the whole aggregator compute on the
+    (B, K, h, w, E) memory order and return it (no transposing copy), with the output and every
+    gradient of the (B, E, K, h, w) computation (float64, training mode: pooling 2)."""
+    import drseg.models.aggregator as agg
+
+    torch.manual_seed(5)
+    B, E, K, h, G = 2, 8, 3, 8, 4
+    if what == "class_step":
+        module = ClassStep(E, G, heads=2, pool_train=2).double().train()
+        rest = (torch.randn(B, K, G, dtype=torch.float64),)
+    else:
+        module = agg.Aggregator(E, G, G, layers=2, window=4, heads=2).double().train()
+        rest = (torch.randn(B, G, h, h, dtype=torch.float64), torch.randn(B, K, G, dtype=torch.float64))
+    x = torch.randn(B, E, K, h, h, dtype=torch.float64)
+    monkeypatch.setattr(agg, "CHANNELS_LAST_VOLUME", "never")
+    ref, gx_ref, gp_ref = _value_and_grads(module, x, *rest)
+    monkeypatch.setattr(agg, "CHANNELS_LAST_VOLUME", "always")
+    out, gx, gp = _value_and_grads(module, _channels_last(x), *rest)
+    assert out.stride() == _channels_last(out).stride()  # (B, K, h, w, E) memory
+    assert _rel(out, ref) < 1e-12 and _rel(gx, gx_ref) < 1e-12
+    assert gp.keys() == gp_ref.keys()
+    for name in gp:  # absolute floor: k's bias has a zero gradient (softmax shift invariance)
+        assert float((gp[name] - gp_ref[name]).norm()) <= 1e-12 * float(gp_ref[name].norm()) + 1e-13, name
+    if what == "aggregator":  # a (B, E, K, h, w)-ordered input: channels-last from the first step
+        out = module(x, *rest)
+        assert out.stride() == _channels_last(out).stride() and _rel(out, ref) < 1e-12
+
+
 def test_unshifted_block_gives_sdpa_a_bias_with_unit_key_stride(monkeypatch):
     """The memory-efficient SDPA kernel (the one that trains a bias on CUDA) takes an
     attention mask only with unit stride along the keys; a permuted relative-position bias
@@ -174,6 +218,9 @@ def test_upsample_bilinear_equals_interpolate(src, dst):
     ref = F.interpolate(t, size=dst, mode="bilinear", align_corners=True)
     got = upsample_bilinear(t, dst)
     assert got.dtype == t.dtype and _rel(got, ref) < 1e-6
+    # channels-last: (..., h, w, C) in, (..., H, W, C) out, every channel resized the same way
+    last = upsample_bilinear(t.permute(0, 2, 3, 1).contiguous(), dst, channels_last=True)
+    assert last.shape == (2, *dst, 3) and _rel(last.permute(0, 3, 1, 2), ref) < 1e-6
     m = bilinear_matrix(src[0], dst[0])
     assert torch.allclose(m.sum(1), torch.ones(dst[0]))  # rows are convex weights
 

@@ -9,7 +9,7 @@ arXiv:2303.11797); constants in ``/work/shared/reference/PROTOCOL.md`` section 3
   text guidance concatenated into the inputs of q and k, then an MLP (ratio 4); average
   pooling 2 in training and 1 at evaluation, bilinear upsampling back, residual.
 
-The volume is laid out (B, E, K, h, w).
+The volume's shape is (B, E, K, h, w) (its memory order: :data:`CHANNELS_LAST_VOLUME`).
 """
 from __future__ import annotations
 
@@ -23,6 +23,15 @@ from timm.models.swin_transformer import (get_relative_position_index, window_pa
 from torch import nn
 
 from drseg.errors import DrsegInputError
+from drseg.models.layers import device_switch
+
+#: where the class step keeps the aggregator's volume in the channels-last memory order
+#: (B, K, h, w, E) that the spatial step returns, gathering, pooling and upsampling on it (``"cuda"`` / ``"always"`` / ``"never"``, as the
+#: switches of :mod:`drseg.models.layers`). Off ("never") until measured on a GPU: in the
+#: (B, E, K, h, w) order the compiled aggregator's residual + LayerNorm kernels read E with a
+#: stride (0.55 ms each on an H200, ~20x their traffic); whether this order is faster is the
+#: next device call's question (bench/notes/next_device_calls.md).
+CHANNELS_LAST_VOLUME = "never"
 
 
 class GuidedWindowAttention(nn.Module):
@@ -288,18 +297,28 @@ def cached_bilinear_matrix(n_in: int, n_out: int, device: torch.device,
         return bilinear_matrix(n_in, n_out, device, dtype)
 
 
-def upsample_bilinear(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def upsample_bilinear(t: torch.Tensor, size: tuple[int, int],
+                      channels_last: bool = False) -> torch.Tensor:
     """Bilinear upsampling (``align_corners=True``) of (..., h, w) as two matrix products.
 
     The same linear map as ``F.interpolate(..., mode="bilinear", align_corners=True)``, run as
     GEMMs in the input's (autocast) dtype. Why: at the paper shape the class step upsamples
     136 x 128 maps of 12 x 12, and CUDA's NCHW interpolation kernel, parallel only over the
     576 output pixels and run in float32 under autocast, took 9 ms of a 111 ms step (H100).
+
+    Args:
+        t: (..., h, w), or (..., h, w, C) with ``channels_last`` (every channel resized; the
+            channels-last memory is not transposed).
+        size: (H, W).
     """
+    hw = t.shape[-3:-1] if channels_last else t.shape[-2:]
     build = bilinear_matrix if torch.compiler.is_compiling() else cached_bilinear_matrix
-    mh = build(t.shape[-2], size[0], t.device, t.dtype)
-    mw = build(t.shape[-1], size[1], t.device, t.dtype)
-    return torch.matmul(torch.matmul(mh, t), mw.T)
+    mh = build(hw[0], size[0], t.device, t.dtype)
+    mw = build(hw[1], size[1], t.device, t.dtype)
+    if not channels_last:
+        return torch.matmul(torch.matmul(mh, t), mw.T)
+    rows = torch.matmul(mh, t.flatten(-2))  # (..., H, w * C)
+    return torch.matmul(mw, rows.unflatten(-1, (hw[1], t.shape[-1])))  # (..., H, W, C)
 
 
 class ClassStep(nn.Module):
@@ -320,31 +339,58 @@ class ClassStep(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.ReLU(), nn.Linear(4 * dim, dim))
 
     def forward(self, x: torch.Tensor, guidance: torch.Tensor | None) -> torch.Tensor:
-        """x (B, E, K, h, w), guidance (B, K, G) or None -> (B, E, K, h, w)."""
+        """x (B, E, K, h, w), guidance (B, K, G) or None -> (B, E, K, h, w).
+
+        With :data:`CHANNELS_LAST_VOLUME` on, pooling, token gathering, upsampling and the
+        residual run on the channels-last view (B, K, h, w, E) of x, and the result is such a
+        view (no transposing copy when x lies in that memory order); else on (B, K, E, h, w).
+        """
         B, E, K, h, w = x.shape
         pool = self.pool_train if self.training else 1
-        t = x.transpose(1, 2).reshape(B * K, E, h, w)
+        last = device_switch(CHANNELS_LAST_VOLUME, x.is_cuda)
+        if last:
+            xl = x.permute(0, 2, 3, 4, 1)  # (B, K, h, w, E)
+            t = xl.reshape(B * K, h, w, E)
+            if pool > 1:  # on the channels-last NCHW view: a channels-last result
+                t = F.avg_pool2d(t.permute(0, 3, 1, 2), pool).permute(0, 2, 3, 1)
+            hp, wp = t.shape[1:3]
+            t = t.reshape(B, K, hp * wp, E).transpose(1, 2).reshape(B * hp * wp, K, E)
+        else:
+            t = x.transpose(1, 2).reshape(B * K, E, h, w)
+            if pool > 1:
+                t = F.avg_pool2d(t, pool)
+            hp, wp = t.shape[-2:]
+            t = t.view(B, K, E, hp * wp).permute(0, 3, 1, 2).reshape(B * hp * wp, K, E)
+        t = self._attend(t, guidance, B, K)  # (B*hp*wp, K, E)
+        if last:
+            t = t.view(B, hp * wp, K, E).transpose(1, 2).reshape(B * K, hp, wp, E)
+            if pool > 1:  # = F.interpolate(bilinear, align_corners=True) per channel
+                t = upsample_bilinear(t, (h, w), channels_last=True)
+            return (xl + t.view(B, K, h, w, E)).permute(0, 4, 1, 2, 3)
+        t = t.view(B, hp * wp, K, E).permute(0, 2, 3, 1).reshape(B * K, E, hp, wp)
         if pool > 1:
-            t = F.avg_pool2d(t, pool)
-        hp, wp = t.shape[-2:]
-        t = t.view(B, K, E, hp * wp).permute(0, 3, 1, 2).reshape(B * hp * wp, K, E)
+            t = upsample_bilinear(t, (h, w))  # = F.interpolate(bilinear, align_corners=True)
+        return x + t.view(B, K, E, h, w).transpose(1, 2)
+
+    def _attend(self, t: torch.Tensor, guidance: torch.Tensor | None, B: int,
+                K: int) -> torch.Tensor:
+        """Linear attention across the K classes (text guidance in q / k), then the MLP, each
+        with its residual: (B*P, K, E) tokens of P positions -> (B*P, K, E)."""
+        E = t.shape[-1]
+        P = t.shape[0] // B
         y = self.norm1(t)
         q = F.linear(y, self.q.weight[:, :E], self.q.bias)
         k = F.linear(y, self.k.weight[:, :E], self.k.bias)
         if guidance is not None:  # [y || g] split by columns; g is shared by the positions
             gq = F.linear(guidance, self.q.weight[:, E:]).unsqueeze(1)  # (B, 1, K, E)
             gk = F.linear(guidance, self.k.weight[:, E:]).unsqueeze(1)
-            q = (q.view(B, hp * wp, K, E) + gq).view(B * hp * wp, K, E)
-            k = (k.view(B, hp * wp, K, E) + gk).view(B * hp * wp, K, E)
-        q = q.view(B * hp * wp, K, self.heads, -1)
-        k = k.view(B * hp * wp, K, self.heads, -1)
-        v = self.v(y).view(B * hp * wp, K, self.heads, -1)
+            q = (q.view(B, P, K, E) + gq).view(B * P, K, E)
+            k = (k.view(B, P, K, E) + gk).view(B * P, K, E)
+        q = q.view(B * P, K, self.heads, -1)
+        k = k.view(B * P, K, self.heads, -1)
+        v = self.v(y).view(B * P, K, self.heads, -1)
         t = t + linear_attention(q, k, v).flatten(2)
-        t = t + self.mlp(self.norm2(t))  # (B*hp*wp, K, E)
-        t = t.view(B, hp * wp, K, E).permute(0, 2, 3, 1).reshape(B * K, E, hp, wp)
-        if pool > 1:
-            t = upsample_bilinear(t, (h, w))  # = F.interpolate(bilinear, align_corners=True)
-        return x + t.view(B, K, E, h, w).transpose(1, 2)
+        return t + self.mlp(self.norm2(t))
 
 
 class Aggregator(nn.Module):
@@ -372,7 +418,11 @@ class Aggregator(nn.Module):
 
     def forward(self, x: torch.Tensor, appearance: torch.Tensor | None,
                 text: torch.Tensor | None) -> torch.Tensor:
-        """x (B, E, K, h, w), appearance (B, G, h, w), text (B, K, G') -> (B, E, K, h, w)."""
+        """x (B, E, K, h, w), appearance (B, G, h, w), text (B, K, G') -> (B, E, K, h, w).
+
+        The spatial step returns a view of (B, K, h, w, E) memory; with
+        :data:`CHANNELS_LAST_VOLUME` on, the class step keeps that order, so the volume stays
+        channels-last from the first spatial step to the end."""
         for spatial, classwise in zip(self.spatial, self.classwise):
             x = classwise(spatial(x, appearance), text)
         return x
