@@ -187,6 +187,14 @@ def test_prior_fixed_grid_rope_matches_per_forward_rope():
     for size in (64, 48):
         x = torch.randn(2, 3, size, size)
         torch.testing.assert_close(fixed(x), dynamic(x), rtol=0, atol=0)
+    # a timm ViT without the option (BEiT) is built without it, seeded as any other
+    beit = [StructuralPrior("beit_base_patch16_224", None, 32, TINY_DINOV3, seed=4) for _ in range(2)]
+    assert not hasattr(beit[0].model, "dynamic_img_size")
+    x = torch.randn(1, 3, 32, 32)
+    out = beit[0](x)
+    assert out.shape == (1, 32, 2, 2) and torch.equal(out, beit[1](x))
+    with pytest.raises(DrsegInputError, match="no_such_arg"):
+        StructuralPrior("beit_base_patch16_224", None, 32, {**TINY_DINOV3, "no_such_arg": 1})
 
 
 def test_prior_checkpoint_errors(tmp_path):

@@ -114,34 +114,54 @@ def _value_and_grads(module, x, *rest):
     return out.detach(), x.grad, {n: p.grad.clone() for n, p in module.named_parameters()}
 
 
-@pytest.mark.parametrize("what", ["class_step", "aggregator"])
-def test_channels_last_volume_gives_the_same_values_and_gradients(monkeypatch, what):
-    """With ``CHANNELS_LAST_VOLUME`` on, the class step and the whole aggregator compute on the
-    (B, K, h, w, E) memory order and return it (no transposing copy), with the output and every
-    gradient of the (B, E, K, h, w) computation (float64, training mode: pooling 2)."""
+@pytest.mark.parametrize("what,hw", [("class_step", (8, 8)), ("class_step", (7, 5)),
+                                     ("aggregator", (8, 8)), ("aggregator", (8, 12))])
+def test_channels_last_volume_gives_the_same_values_and_gradients(monkeypatch, what, hw):
+    """With ``CHANNELS_LAST_VOLUME`` on, the class step pools and upsamples on the
+    (B, K, h, w, E) memory order (what it hands ``avg_pool2d`` and ``upsample_bilinear``), with
+    the output and every gradient of the (B, K, E, h, w) computation (float64, training mode:
+    pooling 2; square and non-square maps, odd sizes pooled with the floor)."""
     import drseg.models.aggregator as agg
 
     torch.manual_seed(5)
-    B, E, K, h, G = 2, 8, 3, 8, 4
+    B, E, K, G = 2, 8, 3, 4
+    h, w = hw
     if what == "class_step":
         module = ClassStep(E, G, heads=2, pool_train=2).double().train()
         rest = (torch.randn(B, K, G, dtype=torch.float64),)
     else:
         module = agg.Aggregator(E, G, G, layers=2, window=4, heads=2).double().train()
-        rest = (torch.randn(B, G, h, h, dtype=torch.float64), torch.randn(B, K, G, dtype=torch.float64))
-    x = torch.randn(B, E, K, h, h, dtype=torch.float64)
-    monkeypatch.setattr(agg, "CHANNELS_LAST_VOLUME", "never")
-    ref, gx_ref, gp_ref = _value_and_grads(module, x, *rest)
-    monkeypatch.setattr(agg, "CHANNELS_LAST_VOLUME", "always")
-    out, gx, gp = _value_and_grads(module, _channels_last(x), *rest)
-    assert out.stride() == _channels_last(out).stride()  # (B, K, h, w, E) memory
+        rest = (torch.randn(B, G, h, w, dtype=torch.float64), torch.randn(B, K, G, dtype=torch.float64))
+    x = torch.randn(B, E, K, h, w, dtype=torch.float64)
+    seen = []
+    real_pool, real_up = F.avg_pool2d, agg.upsample_bilinear
+
+    def pool(t, *a, **kw):
+        seen.append(("pool_channels_last", t.is_contiguous(memory_format=torch.channels_last)))
+        return real_pool(t, *a, **kw)
+
+    def up(t, size, channels_last=False):
+        seen.append(("upsample_channels_last", channels_last))
+        return real_up(t, size, channels_last)
+
+    monkeypatch.setattr(agg.F, "avg_pool2d", pool)
+    monkeypatch.setattr(agg, "upsample_bilinear", up)
+    layers = 1 if what == "class_step" else 2
+    results = {}
+    for mode in ("never", "always"):
+        monkeypatch.setattr(agg, "CHANNELS_LAST_VOLUME", mode)
+        seen.clear()
+        src = x if mode == "never" else _channels_last(x)
+        results[mode] = _value_and_grads(module, src, *rest)
+        on = mode == "always"
+        assert [v for k, v in seen if k == "upsample_channels_last"] == [on] * layers
+        if on:  # (in eager, the plain order's reshape may also hand the pooling such a view)
+            assert [v for k, v in seen if k == "pool_channels_last"] == [True] * layers
+    (ref, gx_ref, gp_ref), (out, gx, gp) = results["never"], results["always"]
     assert _rel(out, ref) < 1e-12 and _rel(gx, gx_ref) < 1e-12
     assert gp.keys() == gp_ref.keys()
     for name in gp:  # absolute floor: k's bias has a zero gradient (softmax shift invariance)
         assert float((gp[name] - gp_ref[name]).norm()) <= 1e-12 * float(gp_ref[name].norm()) + 1e-13, name
-    if what == "aggregator":  # a (B, E, K, h, w)-ordered input: channels-last from the first step
-        out = module(x, *rest)
-        assert out.stride() == _channels_last(out).stride() and _rel(out, ref) < 1e-12
 
 
 def test_unshifted_block_gives_sdpa_a_bias_with_unit_key_stride(monkeypatch):

@@ -25,12 +25,13 @@ from torch import nn
 from drseg.errors import DrsegInputError
 from drseg.models.layers import device_switch
 
-#: where the class step keeps the aggregator's volume in the channels-last memory order
-#: (B, K, h, w, E) that the spatial step returns, gathering, pooling and upsampling on it (``"cuda"`` / ``"always"`` / ``"never"``, as the
-#: switches of :mod:`drseg.models.layers`). Off ("never") until measured on a GPU: in the
-#: (B, E, K, h, w) order the compiled aggregator's residual + LayerNorm kernels read E with a
-#: stride (0.55 ms each on an H200, ~20x their traffic); whether this order is faster is the
-#: next device call's question (bench/notes/next_device_calls.md).
+#: where the class step gathers, pools and upsamples on the channels-last memory order
+#: (B, K, h, w, E) that the spatial step returns, instead of transposing the volume to
+#: (B, K, E, h, w) and back (``"cuda"`` / ``"always"`` / ``"never"``, as the switches of
+#: :mod:`drseg.models.layers`). Off until measured on a GPU: in the compiled aggregator two
+#: residual + LayerNorm kernels read E with a stride (0.55 ms each on an H200, ~20x their
+#: traffic); whether this helps is the next device call's question
+#: (bench/notes/next_device_calls.md).
 CHANNELS_LAST_VOLUME = "never"
 
 
@@ -98,14 +99,13 @@ class GuidedWindowAttention(nn.Module):
             gq, gk = (g.view(-1, 1, windows, L, dim) for g in guidance)  # (B, 1, nW, L, dim)
             q = (q.view(-1, groups, windows, L, dim) + gq).view(n, L, dim)
             k = (k.view(-1, groups, windows, L, dim) + gk).view(n, L, dim)
-        # (heads, L, L), contiguous: the memory-efficient SDPA kernel (the one that trains a
-        # bias) takes a mask only with unit stride along the keys; the permuted view (stride
-        # heads) sent this block to the math path on CUDA, eager and compiled (H200,
-        # bench/sdpa_probe.py)
-        bias = self.bias_table[self.bias_index].view(L, L, heads).permute(2, 0, 1).contiguous()
+        bias = self.bias_table[self.bias_index].view(L, L, heads).permute(2, 0, 1)  # (h, L, L)
         if mask is None:  # one bias for every window: (n, heads, L, L) broadcast
             q, k, v = (t.view(n, L, heads, hd).transpose(1, 2) for t in (q, k, v))
-            bias = bias.unsqueeze(0).to(q.dtype).expand(n, -1, -1, -1)
+            # contiguous: the memory-efficient SDPA kernel (the one that trains a bias) takes a
+            # mask only with unit stride along the keys; the permuted view (stride heads) sent
+            # this block to the math path on CUDA, eager and compiled (bench/sdpa_probe.py)
+            bias = bias.contiguous().unsqueeze(0).to(q.dtype).expand(n, -1, -1, -1)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
             return self.proj(out.transpose(1, 2).reshape(n, L, dim))
         # the shift mask depends on the window: windows x heads as the head axis, so that one
@@ -342,8 +342,9 @@ class ClassStep(nn.Module):
         """x (B, E, K, h, w), guidance (B, K, G) or None -> (B, E, K, h, w).
 
         With :data:`CHANNELS_LAST_VOLUME` on, pooling, token gathering, upsampling and the
-        residual run on the channels-last view (B, K, h, w, E) of x, and the result is such a
-        view (no transposing copy when x lies in that memory order); else on (B, K, E, h, w).
+        residual run on the channels-last view (B, K, h, w, E) of x (no transposing copy when
+        x lies in that memory order, as the spatial step returns it); else on a
+        (B, K, E, h, w) copy.
         """
         B, E, K, h, w = x.shape
         pool = self.pool_train if self.training else 1
@@ -421,8 +422,8 @@ class Aggregator(nn.Module):
         """x (B, E, K, h, w), appearance (B, G, h, w), text (B, K, G') -> (B, E, K, h, w).
 
         The spatial step returns a view of (B, K, h, w, E) memory; with
-        :data:`CHANNELS_LAST_VOLUME` on, the class step keeps that order, so the volume stays
-        channels-last from the first spatial step to the end."""
+        :data:`CHANNELS_LAST_VOLUME` on, the class step works on that order too instead of
+        transposing to (B, K, E, h, w) and back."""
         for spatial, classwise in zip(self.spatial, self.classwise):
             x = classwise(spatial(x, appearance), text)
         return x

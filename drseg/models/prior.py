@@ -57,13 +57,21 @@ class StructuralPrior(nn.Module):
         # every block's q / k kernel as sin / cos per element (~1 ms of a training step, H200).
         # The table is computed on the CPU at construction: on the CPU the prior's output is
         # bitwise what the per-forward path gives (tested); on a GPU sin / cos may differ from
-        # the GPU's own in the last bit.
-        kwargs.setdefault("dynamic_img_size", False)
+        # the GPU's own in the last bit. ViTs without the option (timm's BEiT, ...) have a
+        # fixed grid anyway and are built without it.
+        fixed = {} if "dynamic_img_size" in kwargs else {"dynamic_img_size": False}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             try:
-                self.model = timm.create_model(backbone, pretrained=False, num_classes=0,
-                                               img_size=image_size, **kwargs)
+                try:
+                    self.model = timm.create_model(backbone, pretrained=False, num_classes=0,
+                                                   img_size=image_size, **kwargs, **fixed)
+                except TypeError as err:
+                    if not fixed or "dynamic_img_size" not in str(err):
+                        raise
+                    torch.manual_seed(seed)
+                    self.model = timm.create_model(backbone, pretrained=False, num_classes=0,
+                                                   img_size=image_size, **kwargs)
             except TypeError as err:
                 raise DrsegInputError(f"model.prior_kwargs: {kwargs} rejected by timm "
                                       f"{backbone!r} ({err})") from err
