@@ -95,7 +95,8 @@ def run(args) -> None:
                "ms_per_it_steady": ms, "steady_from_to": [i0, i1],
                "ms_per_it_windows": windows,
                "images_per_s": batch / (ms / 1e3), "wall_s": res.wall_s,
-               "final_loss": res.final_loss, "weights_max_abs_change": moved,
+               "final_loss": res.final_loss, "losses": [[it, loss] for it, loss, _ in res.losses],
+               "weights_max_abs_change": moved,
                "weights_max_abs_diff_between_ranks": rank_diff}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(rec, indent=2) + "\n")

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Session 6, device call 1 (two H200s of one host; timeouts add up to <= 560 s):
+# Session 6, device call 1 (two H200s of one host; timeouts add up to <= 570 s):
 #   bash bench/runs/session6_call1.sh $OUT
 # phase A (<= 280 s), at once:
 #   GPU 0: which SDPA kernel each aggregator Swin block gets (eager / compiled), then the
