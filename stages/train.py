@@ -125,7 +125,8 @@ def run(args: argparse.Namespace, params: dict) -> dict[str, Any]:
     from drseg.data.archive import load_suite, resolve_root
     from drseg.data.dataset import open_split
     from drseg.engine.distributed import cleanup, init_distributed
-    from drseg.engine.train import TrainConfig, config_fingerprint, train, write_loss_curve
+    from drseg.engine.train import (TrainConfig, code_digest, config_fingerprint, train,
+                                    write_loss_curve)
     from drseg.models.drseg import build_model
 
     loop, data = train_block(params, args.variant)
@@ -152,9 +153,11 @@ def run(args: argparse.Namespace, params: dict) -> dict[str, Any]:
         model = build_model(model_cfg, channel_index=index)
         used_index = getattr(model, "channel_index", None)
         model.to(info.device)
+        # the params and the code (a last.pt of other params or other code is not resumed)
         fp = config_fingerprint(loop, model_cfg.to_dict(), {"dataset": dataset_name, "split": split,
                                                             "class_list_variant": clv},
-                                used_index or {}, info.world_size)
+                                used_index or {}, info.world_size,
+                                {"code": code_digest(), "torch": torch.__version__})
         logged = {"train": {**loop, **data, "dataset": dataset_name, "split": split,
                             "class_list_variant": clv, "world_size": info.world_size},
                   "model": model_cfg.to_dict(),

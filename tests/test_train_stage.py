@@ -80,3 +80,49 @@ def test_train_then_evaluate_stage(suite, tmp_path, monkeypatch):
     with pytest.raises(DrsegInputError, match="k: checkpoint .* != params 4"):
         eval_stage.main(["--params", str(params), "--variant", "nok", "--data", str(suite),
                          "--checkpoint", str(run / "model_final.pt"), "--out", str(tmp_path / "m2")])
+
+
+def test_train_stage_resumes_only_a_state_of_the_same_code(suite, tmp_path, monkeypatch, caplog):
+    """The run's fingerprint holds a digest of the drseg sources: a ``last.pt`` of the same
+    params is resumed, one written by other code is not (a run killed mid-stage and re-run by
+    ``dvc repro`` after a code change starts afresh)."""
+    import logging
+
+    import drseg.engine.train as train_mod
+    from stages import train as train_stage
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    params = _params(tmp_path, iterations=2, keep_state=True)
+    run = tmp_path / "runs" / "full"
+    argv = ["--params", str(params), "--variant", "full", "--data", str(suite), "--out", str(run),
+            "--reports", str(tmp_path / "rep")]
+    assert train_stage.main(argv) == 0 and (run / "last.pt").exists()
+    with caplog.at_level(logging.INFO, logger="drseg.engine.train"):
+        caplog.clear()
+        assert train_stage.main(argv) == 0
+        assert "resumed from" in caplog.text and "starting afresh" not in caplog.text
+        monkeypatch.setattr(train_mod, "code_digest", lambda root=None: "other sources")
+        caplog.clear()
+        assert train_stage.main(argv) == 0
+        assert "starting afresh" in caplog.text and "resumed from" not in caplog.text
+
+
+def test_code_digest_follows_the_python_sources(tmp_path):
+    from drseg.engine.train import code_digest
+
+    pkg = tmp_path / "pkg"
+    (pkg / "sub" / "__pycache__").mkdir(parents=True)
+    (pkg / "a.py").write_text("x = 1\n")
+    (pkg / "sub" / "b.py").write_text("y = 2\n")
+    d0 = code_digest(pkg)
+    assert len(d0) == 64 and code_digest(pkg) == d0
+    (pkg / "sub" / "__pycache__" / "b.cpython-311.pyc").write_bytes(b"\0")
+    (pkg / "notes.txt").write_text("not code")
+    assert code_digest(pkg) == d0  # only the Python sources count
+    (pkg / "sub" / "b.py").write_text("y = 3\n")
+    assert code_digest(pkg) != d0
+    (pkg / "sub" / "b.py").write_text("y = 2\n")
+    (pkg / "sub" / "b.py").rename(pkg / "sub" / "c.py")  # same contents, another module
+    assert code_digest(pkg) != d0
+    assert code_digest() != d0 and len(code_digest()) == 64  # the installed drseg

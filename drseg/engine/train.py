@@ -38,7 +38,7 @@ from drseg.errors import DrsegInputError
 log = logging.getLogger(__name__)
 
 __all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "StepLoss", "train", "sample_plan",
-           "build_optimizer", "build_scheduler"]
+           "build_optimizer", "build_scheduler", "config_fingerprint", "code_digest"]
 
 
 #: torch.compile modes accepted by ``train.compile_mode``.
@@ -247,6 +247,26 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
 def config_fingerprint(*blocks: Mapping[str, Any]) -> str:
     """sha256 of the params that define a run; a resume state from other params is not used."""
     return hashlib.sha256(json.dumps(blocks, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def code_digest(root: str | Path | None = None) -> str:
+    """sha256 of the drseg package's Python sources (relative paths and contents, sorted).
+
+    Part of a run's fingerprint (with the torch version): a ``last.pt`` written by other code
+    is not resumed. Without it, a run killed mid-stage, then re-run by ``dvc repro`` after a
+    code change (the stage's dependencies changed), continued the old code's state, and its
+    result matched neither version (nor what a fresh clone reproduces).
+
+    Args:
+        root: the package folder (default: this installed ``drseg``).
+    """
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        if "__pycache__" in f.parts:
+            continue
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
