@@ -38,6 +38,9 @@ def run(args) -> None:
     from drseg.engine.distributed import cleanup, init_distributed
     from drseg.engine.train import TrainConfig, train
 
+    from engine_breakdown import set_switches
+
+    switches = set_switches(args.set)
     if args.no_optimize_ddp:  # one graph; DDP all-reduces after the whole backward
         torch._dynamo.config.optimize_ddp = False
     if args.ddp_cuda_graphs:
@@ -92,6 +95,7 @@ def run(args) -> None:
                "iterations": args.iterations, "workers_per_process": args.workers,
                "compile": args.compile, "compile_mode": args.compile_mode if args.compile else None,
                "optimize_ddp": not args.no_optimize_ddp, "ddp_cuda_graphs": args.ddp_cuda_graphs,
+               "switches": switches,
                "ms_per_it_steady": ms, "steady_from_to": [i0, i1],
                "ms_per_it_windows": windows,
                "images_per_s": batch / (ms / 1e3), "wall_s": res.wall_s,
@@ -135,6 +139,8 @@ def main(argv=None) -> None:
                     help="train.compile_mode (reduce-overhead: CUDA graphs)")
     ap.add_argument("--no-optimize-ddp", action="store_true",
                     help="torch._dynamo.config.optimize_ddp = False (no graph split per bucket)")
+    ap.add_argument("--set", action="append", default=[], metavar="MODULE.ATTR=VALUE",
+                    help="set a module switch first, e.g. drseg.engine.train.PREFETCH_TO_DEVICE=false")
     ap.add_argument("--ddp-cuda-graphs", action="store_true",
                     help="let reduce-overhead keep its CUDA graphs under DDP "
                          "(drseg.engine.train.CUDA_GRAPHS_UNDER_DDP)")

@@ -153,7 +153,8 @@ def run(args: argparse.Namespace, params: dict) -> dict[str, Any]:
         model = build_model(model_cfg, channel_index=index)
         used_index = getattr(model, "channel_index", None)
         model.to(info.device)
-        # the params and the code (a last.pt of other params or other code is not resumed)
+        # the params and the code: the MLflow run of an interrupted training is continued only
+        # for the same params and code (train() itself also refuses a last.pt of other code)
         fp = config_fingerprint(loop, model_cfg.to_dict(), {"dataset": dataset_name, "split": split,
                                                             "class_list_variant": clv},
                                 used_index or {}, info.world_size,

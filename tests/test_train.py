@@ -151,6 +151,71 @@ def test_resume_state_of_other_params_is_not_used(tmp_path):
     assert res.resumed_from == 0
 
 
+@pytest.mark.parametrize("what", ["drseg", "torch"])
+def test_resume_state_of_other_code_is_not_used(tmp_path, monkeypatch, caplog, what):
+    """``train()`` itself stores the drseg sources' digest and the torch version beside the
+    state, so a library caller (not only the train stage) never continues another code's run."""
+    import logging
+
+    import drseg.engine.train as train_mod
+
+    _run(tmp_path, _cfg(iterations=8), stop_after=4)
+    assert ckpt.load_training_state(tmp_path / "last.pt")["extra"]["code"] == {
+        "drseg": train_mod.code_digest(), "torch": torch.__version__}
+    if what == "drseg":
+        monkeypatch.setattr(train_mod, "code_digest", lambda root=None: "other sources")
+    else:
+        monkeypatch.setattr(train_mod.torch, "__version__", "0.0.0")
+    with caplog.at_level(logging.WARNING, logger="drseg.engine.train"):
+        _, res = _run(tmp_path, _cfg(iterations=8))
+    assert res.resumed_from == 0 and "written by other code" in caplog.text
+
+
+def test_resume_state_of_the_same_code_is_used(tmp_path):
+    _run(tmp_path, _cfg(iterations=8), stop_after=4)
+    _, res = _run(tmp_path, _cfg(iterations=8))
+    assert res.resumed_from == 4
+
+
+def _batches(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [{"image": torch.rand(2, 3, 8, 8, generator=g) * 255,
+             "mask": torch.randint(0, 4, (2, 8, 8), generator=g), "path": [f"b{i}a", f"b{i}b"]}
+            for i in range(n)]
+
+
+def test_device_batches_hands_out_every_batch_in_order_on_cpu():
+    from drseg.engine.train import device_batches
+
+    src = _batches(3)
+    for prefetch in (True, False):  # no side stream on the CPU: the same either way
+        got = list(device_batches(iter(src), torch.device("cpu"), prefetch=prefetch))
+        assert [b["path"] for b, _, _ in got] == [b["path"] for b in src]
+        for (b, images, masks), ref in zip(got, src):
+            assert torch.equal(images, ref["image"]) and torch.equal(masks, ref["mask"])
+    assert list(device_batches(iter([]), torch.device("cpu"))) == []
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n", [1, 5])
+def test_device_batches_prefetch_on_cuda_gives_the_batches_in_order(n):
+    """The side-stream copy one batch ahead: each batch arrives whole on the compute stream
+    (a reduction there sees its values), in order, and pinned sources are copied correctly."""
+    from drseg.engine.train import device_batches
+
+    dev = torch.device("cuda")
+    src = [{**b, "image": b["image"].pin_memory(), "mask": b["mask"].pin_memory()} for b in _batches(n)]
+    sums = []
+    for (b, images, masks), ref in zip(device_batches(iter(src), dev, prefetch=True), src):
+        assert images.device.type == "cuda" and b["path"] == ref["path"]
+        sums.append((images.double().sum(), masks.sum()))
+        torch.cuda._sleep(1_000_000)  # a long kernel on the compute stream while the next copies
+    torch.cuda.synchronize()
+    assert len(sums) == n
+    for (si, sm), ref in zip(sums, src):
+        assert si.item() == ref["image"].double().sum().item() and sm.item() == ref["mask"].sum().item()
+
+
 def test_cosine_schedule_without_warmup_and_clip_multiplier(tmp_path):
     seen = []
     _run(tmp_path, _cfg(iterations=8, checkpoint_every=100), on_log=lambda m, it: seen.append((it, m["lr"])))

@@ -38,7 +38,8 @@ from drseg.errors import DrsegInputError
 log = logging.getLogger(__name__)
 
 __all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "StepLoss", "train", "sample_plan",
-           "build_optimizer", "build_scheduler", "config_fingerprint", "code_digest"]
+           "build_optimizer", "build_scheduler", "config_fingerprint", "code_digest",
+           "device_batches"]
 
 
 #: torch.compile modes accepted by ``train.compile_mode``.
@@ -51,6 +52,11 @@ CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 #: but the check that the replicas' weights stay identical (bench/ddp_bench.py) has not run on
 #: GPUs yet. ``bench/ddp_bench.py --ddp-cuda-graphs`` turns it on.
 CUDA_GRAPHS_UNDER_DDP = False
+#: On CUDA, copy each batch to the GPU on a side stream one iteration ahead, while the step
+#: before it runs (:func:`device_batches`). False: the copy runs on the compute stream, in its
+#: order, at the start of the batch's own step (~24 MB of float images and int64 masks a
+#: paper-shape batch). The CPU path is the same either way.
+PREFETCH_TO_DEVICE = True
 
 
 @dataclasses.dataclass
@@ -212,6 +218,47 @@ class _Augmented(Dataset):
         return {"image": image, "mask": mask, "path": path}
 
 
+def device_batches(batches, device: torch.device, prefetch: bool | None = None):
+    """Yield ``(batch, images, masks)`` for each loader batch, with ``images`` and ``masks``
+    on ``device``.
+
+    On CUDA with ``prefetch`` (default :data:`PREFETCH_TO_DEVICE`), batch i+1 is taken from the
+    loader and its host-to-device copy enqueued on a side stream before batch i is handed
+    out, so the copy overlaps batch i's step instead of waiting in the compute stream's queue;
+    the compute stream waits for the copy (an event, no host sync) before it uses the batch,
+    and the tensors are marked as used there (``record_stream``) so that their memory is not
+    reused early. Otherwise each batch is copied when it is handed out (a no-op on the CPU).
+    """
+    use_stream = (PREFETCH_TO_DEVICE if prefetch is None else prefetch) and device.type == "cuda"
+    if not use_stream:
+        for batch in batches:
+            yield (batch, batch["image"].to(device, non_blocking=True),
+                   batch["mask"].to(device, non_blocking=True))
+        return
+    stream = torch.cuda.Stream(device)
+
+    def stage(batch):
+        with torch.cuda.stream(stream):
+            images = batch["image"].to(device, non_blocking=True)
+            masks = batch["mask"].to(device, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record(stream)
+        return batch, images, masks, copied
+
+    it = iter(batches)
+    first = next(it, None)
+    staged = stage(first) if first is not None else None
+    while staged is not None:
+        batch, images, masks, copied = staged
+        following = next(it, None)
+        staged = stage(following) if following is not None else None
+        compute = torch.cuda.current_stream(device)
+        compute.wait_event(copied)  # this batch's copy only, not the one just enqueued
+        images.record_stream(compute)
+        masks.record_stream(compute)
+        yield batch, images, masks
+
+
 def _collate(samples: Sequence[dict]) -> dict:
     return {"image": torch.stack([s["image"] for s in samples]),
             "mask": torch.stack([s["mask"] for s in samples]),
@@ -340,7 +387,9 @@ def train(
         model_cfg: the model params as a dict (stored in the final checkpoint).
         train_dataset: name of the training dataset (stored in the final checkpoint).
         channel_index: the SPSD channel index used, stored in the final checkpoint.
-        fingerprint: identifies the params; a ``last.pt`` with another one is not resumed.
+        fingerprint: identifies the params; a ``last.pt`` with another one is not resumed,
+            nor one written by other code (:func:`code_digest` and the torch version are
+            stored beside it and compared).
         dist_info: process placement (default: one CPU process).
         on_log: called on the main process as ``on_log({"loss": .., "lr": ..}, iteration)``.
         resume: continue from ``run_dir/last.pt`` when it exists and matches.
@@ -380,10 +429,14 @@ def train(
     losses: list[tuple[int, float, float]] = []
     start = 0
     state_path = run_dir / "last.pt"
+    code = {"drseg": code_digest(), "torch": torch.__version__}
     if resume and state_path.exists():
         state = ckpt.load_training_state(state_path)
         if state["extra"].get("fingerprint") != fingerprint:
             log.warning("%s: written with other params; starting afresh", state_path)
+        elif state["extra"].get("code") != code:
+            log.warning("%s: written by other code (the drseg sources or the torch version "
+                        "differ); starting afresh", state_path)
         else:
             core.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -455,9 +508,7 @@ def train(
     model.train()
     it = start
     try:
-        for it, batch in zip(range(start, stop), loader):
-            images = batch["image"].to(device, non_blocking=True)
-            masks = batch["mask"].to(device, non_blocking=True)
+        for it, (batch, images, masks) in zip(range(start, stop), device_batches(loader, device)):
             if device.type == "cuda" and cfg.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             lr = max(g["lr"] for g in optimizer.param_groups)  # the base rate (CLIP runs lower)
@@ -480,7 +531,8 @@ def train(
                 flush(pending)
             if done % cfg.checkpoint_every == 0 or done == stop:
                 if info.is_main:
-                    _save_state(state_path, core, optimizer, scheduler, done, fingerprint, losses)
+                    _save_state(state_path, core, optimizer, scheduler, done, fingerprint, code,
+                                losses)
                 if info.distributed:
                     torch.distributed.barrier()
     finally:
@@ -496,9 +548,10 @@ def train(
                        resumed_from=resumed_from, model_path=model_path)
 
 
-def _save_state(path, core, optimizer, scheduler, done, fingerprint, losses) -> None:
+def _save_state(path, core, optimizer, scheduler, done, fingerprint, code, losses) -> None:
     ckpt.save_training_state(path, model=core, optimizer=optimizer, scheduler=scheduler,
-                             iteration=done, extra={"fingerprint": fingerprint, "losses": list(losses)})
+                             iteration=done, extra={"fingerprint": fingerprint, "code": code,
+                                                   "losses": list(losses)})
 
 
 def write_loss_curve(losses: Sequence[tuple[int, float, float]], path: str | Path) -> Path:
