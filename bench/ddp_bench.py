@@ -43,9 +43,9 @@ def run(args) -> None:
     switches = set_switches(args.set)
     if args.no_optimize_ddp:  # one graph; DDP all-reduces after the whole backward
         torch._dynamo.config.optimize_ddp = False
-    if args.ddp_cuda_graphs:
-        import drseg.engine.train as train_mod
+    import drseg.engine.train as train_mod
 
+    if args.ddp_cuda_graphs:
         train_mod.CUDA_GRAPHS_UNDER_DDP = True
     info = init_distributed("cpu" if args.quick else "auto")
     device = info.device
@@ -94,7 +94,7 @@ def run(args) -> None:
                "per_gpu_batch": args.per_gpu_batch, "global_batch": batch,
                "iterations": args.iterations, "workers_per_process": args.workers,
                "compile": args.compile, "compile_mode": args.compile_mode if args.compile else None,
-               "optimize_ddp": not args.no_optimize_ddp, "ddp_cuda_graphs": args.ddp_cuda_graphs,
+               "optimize_ddp": not args.no_optimize_ddp, "ddp_cuda_graphs": train_mod.CUDA_GRAPHS_UNDER_DDP,
                "switches": switches,
                "ms_per_it_steady": ms, "steady_from_to": [i0, i1],
                "ms_per_it_windows": windows,
@@ -143,7 +143,9 @@ def main(argv=None) -> None:
                     help="set a module switch first, e.g. drseg.engine.train.PREFETCH_TO_DEVICE=false")
     ap.add_argument("--ddp-cuda-graphs", action="store_true",
                     help="let reduce-overhead keep its CUDA graphs under DDP "
-                         "(drseg.engine.train.CUDA_GRAPHS_UNDER_DDP)")
+                         "(drseg.engine.train.CUDA_GRAPHS_UNDER_DDP; the default since session 7: "
+                         "--set drseg.engine.train.CUDA_GRAPHS_UNDER_DDP=false falls back to mode "
+                         "'default' under DDP)")
     ap.add_argument("--summarize", nargs="+", help="per-run JSONs to combine into --out")
     args = ap.parse_args(argv)
     if args.summarize:
