@@ -500,9 +500,116 @@ def session6() -> dict:
     }
 
 
+PREDICTIONS_7 = {
+    "step": "GPU 46.15 -> ~45.6 ms, pipelined ~47.0, wall ~49.1",
+    "sdpa": "all four Swin blocks on memory-efficient attention; unshifted ~2.05 ms compiled",
+    "channels_last": "0.3-0.8 ms GPU below the default step, ~45.0",
+    "no_cudnn": "+0.5 to +1.5 ms GPU",
+    "loop_1": "48-49 ms per iteration, ~165 images/s",
+    "ddp_4": "52-54 ms per iteration, ~600 images/s, replicas equal; loss within 1% of eager",
+    "eager_4": "140-150 ms per iteration",
+    "prefetch": "0.4-0.7 ms per iteration less (~47.3)",
+    "ddp_2": "~50.5 ms per iteration, ~317 images/s, x1.85-1.9 in the same call",
+    "cd_tuning": "0.3-1.0 ms GPU below the default step; compile 100-200 s longer",
+    "eager_scaling": "2 processes x1.5-1.8 the images/s of 1",
+}
+
+
+def session7() -> dict:
+    """Session 7: four H200s of one host for every call (no H100 lent)."""
+    st = lambda f: _load(f)["steps"]["compiled_reduce-overhead"]  # noqa: E731
+    default = st("engine_breakdown_h200_s7_call1_default.json")
+    cl = st("engine_breakdown_h200_s7_call1_channels_last.json")
+    nocudnn = st("engine_breakdown_h200_s7_call1_no_cudnn.json")
+    s6 = st("engine_breakdown_h200_s6_call2_rope_cached.json")
+    agg = {k: _load(f"engine_breakdown_h200_s7_call1_aggregator_{k}.json")["components"]["aggregator"]
+           for k in ("default", "channels_last")}
+    probe = _load("sdpa_probe_h200_s7.json")["blocks"]
+    c1 = _load("ddp_h200x4_s7_call1_c1_reduce_overhead.json")
+    c4 = _load("ddp_h200x4_s7_call2_c4_reduce_overhead.json")
+    e4 = _load("ddp_h200x4_s7_call2_e4_eager.json")
+    np1 = _load("ddp_h200x4_s7_call3_c1_no_prefetch.json")
+    pf1 = _load("ddp_h200x4_s7_call3_c1_prefetch.json")
+    pf2 = _load("ddp_h200x4_s7_call3_c2_prefetch.json")
+    la, lb = dict(map(tuple, c4["losses"])), dict(map(tuple, e4["losses"]))
+    rel = max(abs(la[i] - lb[i]) / abs(lb[i]) for i in set(la) & set(lb))
+    cat = lambda x, c: x["categories_ms"][c]["ms"]  # noqa: E731
+    win = lambda r: f"windows {min(r['ms_per_it_windows']):.1f}-{max(r['ms_per_it_windows']):.1f}"  # noqa: E731
+    comps = [
+        {"change": "whole step, compiled reduce-overhead, with session 6's contiguous window bias (call 1)",
+         "predicted": PREDICTIONS_7["step"],
+         "measured": f"{_step_str(s6)} (session 6) -> {_step_str(default)}, peak {default['peak_allocated_gib']:.2f} GiB"},
+        {"change": "which SDPA kernel each aggregator Swin block gets (call 1)",
+         "predicted": PREDICTIONS_7["sdpa"],
+         "measured": "; ".join(f"{b}: {probe[b]['eager_choice'][0]['backend']}, {probe[b]['eager']['gpu_ms']:.2f} ms "
+                               f"eager / {probe[b]['compiled']['gpu_ms']:.2f} compiled" for b in ("shift0", "shift6"))},
+        {"change": "class step on the channels-last volume (CHANNELS_LAST_VOLUME=cuda), same call as the default",
+         "predicted": PREDICTIONS_7["channels_last"],
+         "measured": (f"whole step {_step_str(cl)} against {default['gpu_ms']:.2f} GPU ms (pointwise "
+                      f"{cat(cl, 'triton_pointwise'):.2f} vs {cat(default, 'triton_pointwise'):.2f}); aggregator "
+                      f"alone {agg['channels_last']['gpu_ms']:.2f} vs {agg['default']['gpu_ms']:.2f} GPU ms"),
+         "why": "faster alone, slower in the whole compiled step: stays off"},
+        {"change": "CLIP / prior attention off cuDNN (flash / memory-efficient), same call as the default",
+         "predicted": PREDICTIONS_7["no_cudnn"],
+         "measured": (f"{_step_str(nocudnn)}: attention {cat(nocudnn, 'attention'):.2f} vs "
+                      f"{cat(default, 'attention'):.2f} ms"),
+         "why": "cuDNN attention stays"},
+        {"change": "1-process training loop, compiled reduce-overhead (the DDP baseline, call 1)",
+         "predicted": PREDICTIONS_7["loop_1"],
+         "measured": f"{c1['ms_per_it_steady']:.1f} ms per iteration ({win(c1)}), {c1['images_per_s']:.1f} images/s"},
+        {"change": "4-process DDP loop, compiled reduce-overhead with CUDA graphs under DDP (call 2)",
+         "predicted": PREDICTIONS_7["ddp_4"],
+         "measured": (f"{c4['ms_per_it_steady']:.1f} ms per iteration ({win(c4)}), {c4['images_per_s']:.1f} "
+                      f"images/s: x{c4['images_per_s'] / c1['images_per_s']:.2f} the 1-process loop of call 1; "
+                      f"replica difference {c4['weights_max_abs_diff_between_ranks']:.1f}; loss within "
+                      f"{100 * rel:.3f}% of the eager 4-process run at each of {len(la)} iterations"),
+         "why": "CUDA_GRAPHS_UNDER_DDP is now True by default"},
+        {"change": "4-process DDP loop, eager (call 2)", "predicted": PREDICTIONS_7["eager_4"],
+         "measured": f"{e4['ms_per_it_steady']:.1f} ms per iteration, {e4['images_per_s']:.1f} images/s"},
+        {"change": "batch copied to the GPU on a side stream one iteration ahead (PREFETCH_TO_DEVICE), "
+                   "1-process loop, same call (call 3)",
+         "predicted": PREDICTIONS_7["prefetch"],
+         "measured": (f"{np1['ms_per_it_steady']:.1f} ({win(np1)}) -> {pf1['ms_per_it_steady']:.1f} ms per "
+                      f"iteration ({win(pf1)}); {np1['images_per_s']:.1f} -> {pf1['images_per_s']:.1f} images/s"),
+         "why": "a smaller gain than predicted; on by default (CUDA only)"},
+        {"change": "2-process DDP loop, compiled reduce-overhead with CUDA graphs and the prefetch (call 3)",
+         "predicted": PREDICTIONS_7["ddp_2"],
+         "measured": (f"{pf2['ms_per_it_steady']:.1f} ms per iteration ({win(pf2)}), {pf2['images_per_s']:.1f} "
+                      f"images/s: x{pf2['images_per_s'] / pf1['images_per_s']:.2f} the 1-process loop in the "
+                      f"same call; replica difference {pf2['weights_max_abs_diff_between_ranks']:.1f}")},
+    ]
+    sources = ["reports/bench/engine_breakdown_h200_s7_call1_default.json",
+               "reports/bench/engine_breakdown_h200_s7_call1_channels_last.json",
+               "reports/bench/engine_breakdown_h200_s7_call1_no_cudnn.json",
+               "reports/bench/engine_breakdown_h200_s7_call1_aggregator_default.json",
+               "reports/bench/engine_breakdown_h200_s7_call1_aggregator_channels_last.json",
+               "reports/bench/sdpa_probe_h200_s7.json",
+               "reports/bench/ddp_h200x4_s7_call1_c1_reduce_overhead.json",
+               "reports/bench/ddp_h200x4_s7_call2_c4_reduce_overhead.json",
+               "reports/bench/ddp_h200x4_s7_call2_e4_eager.json",
+               "reports/bench/ddp_h200x4_s7_call3_c1_no_prefetch.json",
+               "reports/bench/ddp_h200x4_s7_call3_c1_prefetch.json",
+               "reports/bench/ddp_h200x4_s7_call3_c2_prefetch.json",
+               "reports/bench/ddp_h200x4_s7_call3_scaling.json",
+               "reports/bench/session7_call1_log.txt", "reports/bench/session7_call2_log.txt",
+               "reports/bench/session7_call3_log.txt"]
+    rec = {"machines": "four NVIDIA H200 of one host in every call (nvidia-h200-x4)",
+           "comparisons": comps,
+           "best_step_ms": round(default["wall_ms"], 2),
+           "best_step_ms_pipelined": round(default["wall_ms_pipelined"], 2),
+           "best_step_gpu_ms": round(default["gpu_ms"], 2),
+           "loop_ms_per_it_1_gpu": round(pf1["ms_per_it_steady"], 1),
+           "ddp_ms_per_it": {"1": round(pf1["ms_per_it_steady"], 1), "2": round(pf2["ms_per_it_steady"], 1),
+                             "4": round(c4["ms_per_it_steady"], 1)},
+           "ddp_scaling_compiled": {"2": round(pf2["images_per_s"] / pf1["images_per_s"], 2),
+                                    "4": round(c4["images_per_s"] / c1["images_per_s"], 2)},
+           "sources": sources}
+    return rec
+
+
 def step_figure(path: Path) -> None:
     """Stacked bars: the compiled step's GPU time by kernel category plus the gaps between
-    kernels (wall - GPU), sessions 3 to 6 (H200s, same bench)."""
+    kernels (wall - GPU), sessions 3 to 7 (H200s, same bench)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -511,7 +618,8 @@ def step_figure(path: Path) -> None:
     runs = [("session 3\n(H200)", "engine_breakdown_h200_s3_call3_decoder_channels_last.json"),
             ("session 4\n(H200)", "engine_breakdown_h200_s4_call2_layers_steploss.json"),
             ("session 5\n(H200)", "engine_breakdown_h200_s5_call3_packed_cut_text.json"),
-            ("session 6\n(H200)", "engine_breakdown_h200_s6_call2_rope_cached.json")]
+            ("session 6\n(H200)", "engine_breakdown_h200_s6_call2_rope_cached.json"),
+            ("session 7\n(H200)", "engine_breakdown_h200_s7_call1_default.json")]
     cats = ["gemm", "attention", "triton_reduction", "triton_pointwise", "conv", "copy_memset",
             "optimizer", "other"]
     labels = {"gemm": "GEMM (cuBLAS)", "attention": "attention", "triton_reduction": "Triton reductions",
@@ -557,6 +665,7 @@ def main() -> None:
     sess4 = session4()
     sess5 = session5()
     sess6 = session6()
+    sess7 = session7()
     s2_ddp = json.loads((BENCH / "ddp_h100.json").read_text())
     best = sess2["breakdowns"]["run5_reduce_overhead"]["steps"]["compiled_reduce-overhead"]["wall_ms"]
     out = {
@@ -611,6 +720,7 @@ def main() -> None:
         "session4_h200": sess4,
         "session5_h200": sess5,
         "session6_h200": sess6,
+        "session7_h200": sess7,
         "targets": {
             "train_step_ms_target": 45, "train_step_ms_best": best,
             "train_step_best_config": "torch.compile mode reduce-overhead, bf16 autocast, fused AdamW (run 5)",
@@ -619,27 +729,30 @@ def main() -> None:
             "eval_images_per_s_measured": EVAL_RUN4["images_per_s"],
             "eval_note": "eager model, run 4 (H100); session 3 on an H200: compiled "
                          f"{sess3['best_eval_images_per_s']} images/s, eager 143.5-163.5",
-            "train_step_ms_best_h200": sess6["best_step_ms"],
-            "train_step_ms_best_h200_pipelined": sess6["best_step_ms_pipelined"],
-            "train_step_gpu_ms_best_h200": sess6["best_step_gpu_ms"],
-            "paper_30k_iterations_minutes_h200_pipelined": round(30000 * sess6["best_step_ms_pipelined"] / 6e4, 1),
+            "train_step_ms_best_h200": sess7["best_step_ms"],
+            "train_step_ms_best_h200_pipelined": sess7["best_step_ms_pipelined"],
+            "train_step_gpu_ms_best_h200": sess7["best_step_gpu_ms"],
+            "train_loop_ms_per_it_h200": sess7["loop_ms_per_it_1_gpu"],
+            "paper_30k_iterations_minutes_h200_loop": round(30000 * sess7["loop_ms_per_it_1_gpu"] / 6e4, 1),
             "train_step_ms_vitl14_336_h200": sess5["vitl_step_ms"],
             "eval_images_per_s_best_h200": sess4["best_eval_images_per_s"],
             "ddp_scaling_4_gpus_eager_h200": round(sess5["ddp_scaling_eager"]["4"], 2),
             "ddp_scaling_2_gpus_eager_h200": round(sess5["ddp_scaling_eager"]["2"], 2),
             "ddp_scaling_2_gpus": round(s2_ddp["scaling"]["2"], 2),
-            "ddp_2_gpus_cuda_graphs_ms_per_it_h200": sess6["ddp_2_gpus_cuda_graphs_ms_per_it"],
+            "ddp_ms_per_it_compiled_cuda_graphs_h200": sess7["ddp_ms_per_it"],
+            "ddp_scaling_compiled_cuda_graphs_h200": sess7["ddp_scaling_compiled"],
         },
         "note": ("runs 1 and 2 ran on two different H100 machines: eager bf16 measured 146 ms in run 1 "
                  "and 203 ms in run 2; compare within a run only"),
         "sources": ["reports/bench/engine_h100_run1.json", "reports/bench/engine_h100_run2.json"]
         + sess2["sources"] + sess3["sources"] + sess4["sources"] + sess5["sources"]
-        + sess6["sources"],
+        + sess6["sources"] + sess7["sources"],
     }
     (BENCH / "engine_summary.json").write_text(json.dumps(out, indent=2) + "\n")
     step_figure(BENCH / "step_breakdown_h200.png")
     print(json.dumps(out["comparisons"] + sess2["comparisons"] + sess3["comparisons"]
-                     + sess4["comparisons"] + sess5["comparisons"] + sess6["comparisons"], indent=1))
+                     + sess4["comparisons"] + sess5["comparisons"] + sess6["comparisons"]
+                     + sess7["comparisons"], indent=1))
     print(json.dumps(out["targets"], indent=1))
 
 
