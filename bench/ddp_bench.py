@@ -94,7 +94,8 @@ def run(args) -> None:
                "per_gpu_batch": args.per_gpu_batch, "global_batch": batch,
                "iterations": args.iterations, "workers_per_process": args.workers,
                "compile": args.compile, "compile_mode": args.compile_mode if args.compile else None,
-               "optimize_ddp": not args.no_optimize_ddp, "ddp_cuda_graphs": train_mod.CUDA_GRAPHS_UNDER_DDP,
+               "optimize_ddp": not args.no_optimize_ddp, "ddp_cuda_graphs": bool(args.compile and info.distributed and train_mod.CUDA_GRAPHS_UNDER_DDP
+                                       and args.compile_mode in train_mod.CUDA_GRAPH_MODES),
                "switches": switches,
                "ms_per_it_steady": ms, "steady_from_to": [i0, i1],
                "ms_per_it_windows": windows,

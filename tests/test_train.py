@@ -171,15 +171,19 @@ def test_resume_state_of_other_code_is_not_used(tmp_path, monkeypatch, caplog, w
     assert res.resumed_from == 0 and "written by other code" in caplog.text
 
 
-def test_resume_state_of_the_same_code_is_used(tmp_path):
+def test_resume_state_without_a_code_record_is_not_used(tmp_path):
+    """A ``last.pt`` that records no code (written before the check existed) starts afresh."""
     _run(tmp_path, _cfg(iterations=8), stop_after=4)
+    state = ckpt.load_training_state(tmp_path / "last.pt")
+    del state["extra"]["code"]
+    torch.save(state, tmp_path / "last.pt")
     _, res = _run(tmp_path, _cfg(iterations=8))
-    assert res.resumed_from == 4
+    assert res.resumed_from == 0
 
 
 def _batches(n, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return [{"image": torch.rand(2, 3, 8, 8, generator=g) * 255,
+    return [{"image": torch.randint(0, 256, (2, 3, 8, 8), generator=g).float(),  # exact sums
              "mask": torch.randint(0, 4, (2, 8, 8), generator=g), "path": [f"b{i}a", f"b{i}b"]}
             for i in range(n)]
 
@@ -188,11 +192,10 @@ def test_device_batches_hands_out_every_batch_in_order_on_cpu():
     from drseg.engine.train import device_batches
 
     src = _batches(3)
-    for prefetch in (True, False):  # no side stream on the CPU: the same either way
-        got = list(device_batches(iter(src), torch.device("cpu"), prefetch=prefetch))
-        assert [b["path"] for b, _, _ in got] == [b["path"] for b in src]
-        for (b, images, masks), ref in zip(got, src):
-            assert torch.equal(images, ref["image"]) and torch.equal(masks, ref["mask"])
+    got = list(device_batches(iter(src), torch.device("cpu")))  # the prefetch is CUDA only
+    assert [b["path"] for b, _, _ in got] == [b["path"] for b in src]
+    for (b, images, masks), ref in zip(got, src):  # the same tensors, not copies (as before)
+        assert images is ref["image"] and masks is ref["mask"]
     assert list(device_batches(iter([]), torch.device("cpu"))) == []
 
 
@@ -214,6 +217,37 @@ def test_device_batches_prefetch_on_cuda_gives_the_batches_in_order(n):
     assert len(sums) == n
     for (si, sm), ref in zip(sums, src):
         assert si.item() == ref["image"].double().sum().item() and sm.item() == ref["mask"].sum().item()
+
+
+@pytest.mark.gpu
+def test_device_batches_compute_stream_waits_for_a_slow_copy():
+    """The side stream is held up (a long sleep enqueued before each copy) while the compute
+    stream is idle: without the wait on the copy's event, the reductions on the compute stream
+    would read the batch's memory before the copy has filled it."""
+    import time
+
+    from drseg.engine.train import device_batches
+
+    dev = torch.device("cuda")
+    side = torch.cuda.Stream(dev)
+    g = torch.Generator().manual_seed(time.time_ns() % 2**31)  # values differ between runs
+    # integer values: the sums are exact in any order, so the GPU's must equal the CPU's
+    src = [{"image": (torch.randint(0, 256, (4, 3, 128, 128), generator=g) + i).float().pin_memory(),
+            "mask": torch.randint(0, 200, (4, 128, 128), generator=g).pin_memory(), "path": [str(i)]}
+           for i in range(4)]
+
+    def slow(batches):
+        for b in batches:
+            with torch.cuda.stream(side):
+                torch.cuda._sleep(50_000_000)  # tens of ms on the side stream, before the copy
+            yield b
+
+    sums = [(images.double().sum(), masks.sum())
+            for _, images, masks in device_batches(slow(src), dev, prefetch=True, stream=side)]
+    torch.cuda.synchronize()
+    for (si, sm), ref in zip(sums, src):
+        assert si.item() == ref["image"].double().sum().item()
+        assert sm.item() == ref["mask"].sum().item()
 
 
 def test_cosine_schedule_without_warmup_and_clip_multiplier(tmp_path):

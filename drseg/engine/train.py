@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -47,10 +48,12 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 #: The modes that capture CUDA graphs.
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 #: Keep those modes' CUDA graphs under DDP (False: fall back to mode "default" there, which
-#: scaled x1.3 from 1 to 2 GPUs in session 4). Validated on four H200s (session 7, call 2): 4
-#: processes ran reduce-overhead at 50.6 ms per iteration (632 images/s, x3.79 the 1-process
+#: scaled x1.3 from 1 to 2 GPUs in session 4). Validated with mode reduce-overhead on H200s
+#: (session 7): 4 processes ran at 50.6 ms per iteration (632 images/s, x3.79 the 1-process
 #: loop's 167), the trainable weights of the 4 replicas were bitwise equal after 60
-#: iterations, and the loss curve stayed within 0.004% of the eager 4-process run's.
+#: iterations, and the loss stayed within 0.004% of the eager 4-process run's (two identical
+#: runs differ by about that); 2 processes with the batch prefetch: replicas equal, loss
+#: within 0.006% of an eager 2-process run. max-autotune under DDP has not been run.
 CUDA_GRAPHS_UNDER_DDP = True
 #: On CUDA, copy each batch to the GPU on a side stream one iteration ahead, while the step
 #: before it runs (:func:`device_batches`). False: the copy runs on the compute stream, in its
@@ -218,7 +221,8 @@ class _Augmented(Dataset):
         return {"image": image, "mask": mask, "path": path}
 
 
-def device_batches(batches, device: torch.device, prefetch: bool | None = None):
+def device_batches(batches, device: torch.device, prefetch: bool | None = None,
+                   stream: "torch.cuda.Stream | None" = None):
     """Yield ``(batch, images, masks)`` for each loader batch, with ``images`` and ``masks``
     on ``device``.
 
@@ -228,6 +232,15 @@ def device_batches(batches, device: torch.device, prefetch: bool | None = None):
     the compute stream waits for the copy (an event, no host sync) before it uses the batch,
     and the tensors are marked as used there (``record_stream``) so that their memory is not
     reused early. Otherwise each batch is copied when it is handed out (a no-op on the CPU).
+
+    With the prefetch, a loader error in batch i+1 (a bad label, an unreadable file) surfaces
+    before batch i's step runs, one iteration earlier than without it.
+
+    Args:
+        batches: an iterable of loader batches (dicts with "image" and "mask").
+        device: where the tensors go.
+        prefetch: override :data:`PREFETCH_TO_DEVICE`.
+        stream: the side stream to copy on (default: a new one); for tests.
     """
     use_stream = (PREFETCH_TO_DEVICE if prefetch is None else prefetch) and device.type == "cuda"
     if not use_stream:
@@ -235,7 +248,7 @@ def device_batches(batches, device: torch.device, prefetch: bool | None = None):
             yield (batch, batch["image"].to(device, non_blocking=True),
                    batch["mask"].to(device, non_blocking=True))
         return
-    stream = torch.cuda.Stream(device)
+    stream = stream if stream is not None else torch.cuda.Stream(device)
 
     def stage(batch):
         with torch.cuda.stream(stream):
@@ -304,10 +317,24 @@ def code_digest(root: str | Path | None = None) -> str:
     code change (the stage's dependencies changed), continued the old code's state, and its
     result matched neither version (nor what a fresh clone reproduces).
 
+    The installed package's digest (``root`` None) is computed once per process: it describes
+    the sources as they were when first asked (about when they were imported), and every call
+    in the process, every rank of one launch included, gets the same answer.
+
     Args:
         root: the package folder (default: this installed ``drseg``).
     """
-    root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
+    if root is None:
+        return _installed_code_digest()
+    return _sources_digest(Path(root))
+
+
+@functools.lru_cache(maxsize=1)
+def _installed_code_digest() -> str:
+    return _sources_digest(Path(__file__).resolve().parents[1])
+
+
+def _sources_digest(root: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(root.rglob("*.py")):
         if "__pycache__" in f.parts:
@@ -430,24 +457,35 @@ def train(
     start = 0
     state_path = run_dir / "last.pt"
     code = {"drseg": code_digest(), "torch": torch.__version__}
+    state = None
     if resume and state_path.exists():
         state = ckpt.load_training_state(state_path)
         if state["extra"].get("fingerprint") != fingerprint:
             log.warning("%s: written with other params; starting afresh", state_path)
+            state = None
         elif state["extra"].get("code") != code:
             log.warning("%s: written by other code (the drseg sources or the torch version "
                         "differ); starting afresh", state_path)
-        else:
-            core.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            start = int(state["iteration"])
-            if info.rank == 0:
-                ckpt.set_rng_state(state["rng"])
-            else:  # only rank 0's generators are saved; the others reseed from the iteration
-                torch.manual_seed(cfg.seed + info.rank + 1_000_003 * start)
-            losses = [tuple(x) for x in state["extra"].get("losses", [])]
-            log.info("resumed from %s at iteration %d", state_path, start)
+            state = None
+    if info.distributed:  # resume only if every rank can (e.g. a run folder not shared by all
+        # machines): ranks that disagreed would train from different iterations and hang
+        usable = torch.tensor([float(state is not None)], device=device)
+        if all_reduce_sum(usable, info).item() < info.world_size:
+            if state is not None:
+                log.warning("%s: not every process can resume from its last.pt; all start afresh",
+                            state_path)
+            state = None
+    if state is not None:
+        core.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start = int(state["iteration"])
+        if info.rank == 0:
+            ckpt.set_rng_state(state["rng"])
+        else:  # only rank 0's generators are saved; the others reseed from the iteration
+            torch.manual_seed(cfg.seed + info.rank + 1_000_003 * start)
+        losses = [tuple(x) for x in state["extra"].get("losses", [])]
+        log.info("resumed from %s at iteration %d", state_path, start)
     resumed_from = start
 
     amp_dtype = _amp_dtype(cfg, device)

@@ -28,9 +28,9 @@ from drseg.models.layers import device_switch
 #: where the class step gathers, pools and upsamples on the channels-last memory order
 #: (B, K, h, w, E) that the spatial step returns, instead of transposing the volume to
 #: (B, K, E, h, w) and back (``"cuda"`` / ``"always"`` / ``"never"``, as the switches of
-#: :mod:`drseg.models.layers`). Off: measured on H200s (session 7, call 1, same call), it
-#: made the compiled aggregator alone faster (10.00 against 10.15 ms GPU) but the whole
-#: compiled training step slower (45.83 against 45.30 ms GPU; more pointwise time).
+#: :mod:`drseg.models.layers`). Off: not faster. On H200s (session 7, call 1, one run each on
+#: two GPUs of one call) the compiled aggregator alone took 10.00 against 10.15 ms GPU, but
+#: the whole compiled training step 45.83 against 45.30 (more pointwise time).
 CHANNELS_LAST_VOLUME = "never"
 
 
