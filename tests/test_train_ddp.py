@@ -1,6 +1,8 @@
-"""Two CPU processes (gloo DDP) against one: same evaluation metrics, same training result."""
+"""Two CPU processes (gloo DDP) against one: same evaluation metrics, same training result;
+the ranks resume from last.pt together or not at all."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -25,9 +27,10 @@ def _cfg():
                        clip_lr_mult=0.1, seed=0)
 
 
-def _job(rank: int, world: int, port: int, out: str) -> None:
-    from test_train import ColourBlobs, TinySeg
-
+@contextlib.contextmanager
+def _rank(rank: int, world: int, port: int):
+    """This process as rank ``rank`` of a gloo group of ``world`` (one thread); restores the
+    environment and thread count afterwards."""
     saved = dict(os.environ)
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -35,6 +38,18 @@ def _job(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     info = init_distributed("cpu")
     try:
+        yield info
+    finally:
+        cleanup()
+        torch.set_num_threads(threads)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _job(rank: int, world: int, port: int, out: str) -> None:
+    from test_train import ColourBlobs, TinySeg
+
+    with _rank(rank, world, port) as info:
         torch.manual_seed(123)
         model = TinySeg()
         res = train(model, ColourBlobs(n=12, h=16, w=16), VOCAB, _cfg(), os.path.join(out, "run"),
@@ -43,11 +58,6 @@ def _job(rank: int, world: int, port: int, out: str) -> None:
                                    EvalConfig(input_size=12, short_side=20, batch_size=2), info, progress=False)
         if info.is_main:
             torch.save({"state": model.state_dict(), "losses": res.losses, "conf": conf}, os.path.join(out, "r.pt"))
-    finally:
-        cleanup()
-        torch.set_num_threads(threads)
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def _run(world: int, out) -> dict:
@@ -78,13 +88,7 @@ def _resume_job(rank: int, world: int, port: int, out: str, fingerprints: tuple)
     """Train 2 of 6 iterations (state kept), then rerun with this rank's fingerprint."""
     from test_train import ColourBlobs, TinySeg
 
-    saved = dict(os.environ)
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    info = init_distributed("cpu")
-    try:
+    with _rank(rank, world, port) as info:
         cfg = TrainConfig(iterations=6, batch_size=4, lr=1e-2, crop=16, checkpoint_every=2, seed=0)
         run = os.path.join(out, "run")
         first = train(TinySeg(), ColourBlobs(n=12, h=16, w=16), VOCAB, cfg, run, model_cfg={},
@@ -95,11 +99,6 @@ def _resume_job(rank: int, world: int, port: int, out: str, fingerprints: tuple)
                       progress=False)
         torch.save({"first": first.iterations, "resumed_from": again.resumed_from,
                     "iterations": again.iterations}, os.path.join(out, f"rank{rank}.pt"))
-    finally:
-        cleanup()
-        torch.set_num_threads(threads)
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def _resume_run(out, fingerprints) -> list[dict]:
