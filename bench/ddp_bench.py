@@ -60,7 +60,7 @@ def run(args) -> None:
     tc = TrainConfig(iterations=args.iterations, batch_size=batch, crop=cfg.image_size,
                      num_workers=args.workers, checkpoint_every=10**6, log_every=args.log_every,
                      device=device.type, compile=args.compile,
-                     compile_mode=args.compile_mode)
+                     compile_mode=args.compile_mode, fused_optimizer=args.fused_optimizer)
     stamps = []
     params = [p for p in model.parameters() if p.requires_grad]
     start = torch.cat([p.detach().float().flatten() for p in params])
@@ -94,6 +94,7 @@ def run(args) -> None:
                "per_gpu_batch": args.per_gpu_batch, "global_batch": batch,
                "iterations": args.iterations, "workers_per_process": args.workers,
                "compile": args.compile, "compile_mode": args.compile_mode if args.compile else None,
+               "fused_optimizer": args.fused_optimizer,
                "optimize_ddp": not args.no_optimize_ddp, "ddp_cuda_graphs": bool(args.compile and info.distributed and train_mod.CUDA_GRAPHS_UNDER_DDP
                                        and args.compile_mode in train_mod.CUDA_GRAPH_MODES),
                "switches": switches,
@@ -140,6 +141,9 @@ def main(argv=None) -> None:
                     help="train.compile_mode (reduce-overhead: CUDA graphs)")
     ap.add_argument("--no-optimize-ddp", action="store_true",
                     help="torch._dynamo.config.optimize_ddp = False (no graph split per bucket)")
+    ap.add_argument("--fused-optimizer", action="store_true",
+                    help="train.fused_optimizer: the fused AdamW kernel (engine_breakdown.py's step "
+                         "always uses it; the loop's default is the foreach AdamW)")
     ap.add_argument("--set", action="append", default=[], metavar="MODULE.ATTR=VALUE",
                     help="set a module switch first, e.g. drseg.engine.train.PREFETCH_TO_DEVICE=false")
     ap.add_argument("--ddp-cuda-graphs", action="store_true",
