@@ -113,6 +113,18 @@ def run(args) -> None:
     cleanup()
 
 
+def loss_curve_difference(run: dict, reference: dict) -> tuple[float, int, int]:
+    """Largest relative difference of two runs' loss curves over their common logged
+    iterations: ``(difference, at iteration, iterations compared)``."""
+    la, lb = dict(map(tuple, run["losses"])), dict(map(tuple, reference["losses"]))
+    its = sorted(set(la) & set(lb))
+    if not its:
+        raise ValueError("the two runs have no logged iteration in common")
+    rel = {i: abs(la[i] - lb[i]) / abs(lb[i]) for i in its}
+    worst = max(rel, key=rel.get)
+    return rel[worst], worst, len(its)
+
+
 def summarize(paths, out) -> None:
     runs = sorted((json.loads(Path(p).read_text()) for p in paths), key=lambda r: r["processes"])
     base = runs[0]

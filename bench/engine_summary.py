@@ -537,12 +537,10 @@ def session7() -> dict:
     e1b, e2b = (_load(f"ddp_h200x4_s7_call5_e{n}_beside_paper_test.json") for n in (1, 2))
     smoke = _load("paper_profile_smoke_h200_s7.json")
 
-    def max_rel(a, b):
-        la, lb = dict(map(tuple, a["losses"])), dict(map(tuple, b["losses"]))
-        return max(abs(la[i] - lb[i]) / abs(lb[i]) for i in set(la) & set(lb))
+    from ddp_bench import loss_curve_difference
 
-    la = c4["losses"]  # the logged iterations
-    rel, rel2 = max_rel(c4, e4), max_rel(pf2, e2b)
+    rel, _, n_compared = loss_curve_difference(c4, e4)
+    rel2 = loss_curve_difference(pf2, e2b)[0]
     cat = lambda x, c: x["categories_ms"][c]["ms"]  # noqa: E731
     win = lambda r: f"windows {min(r['ms_per_it_windows']):.1f}-{max(r['ms_per_it_windows']):.1f}"  # noqa: E731
     comps = [
@@ -573,7 +571,7 @@ def session7() -> dict:
          "measured": (f"{c4['ms_per_it_steady']:.1f} ms per iteration ({win(c4)}), {c4['images_per_s']:.1f} "
                       f"images/s: x{c4['images_per_s'] / c1['images_per_s']:.2f} the 1-process loop of call 1; "
                       f"replica difference {c4['weights_max_abs_diff_between_ranks']:.1f}; loss within "
-                      f"{100 * rel:.3f}% of the eager 4-process run at each of {len(la)} iterations"),
+                      f"{100 * rel:.3f}% of the eager 4-process run at each of {n_compared} iterations"),
          "why": "CUDA_GRAPHS_UNDER_DDP is now True by default"},
         {"change": "4-process DDP loop, eager (call 2)", "predicted": PREDICTIONS_7["eager_4"],
          "measured": f"{e4['ms_per_it_steady']:.1f} ms per iteration, {e4['images_per_s']:.1f} images/s"},

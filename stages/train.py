@@ -125,7 +125,7 @@ def run(args: argparse.Namespace, params: dict) -> dict[str, Any]:
     from drseg.data.archive import load_suite, resolve_root
     from drseg.data.dataset import open_split
     from drseg.engine.distributed import cleanup, init_distributed
-    from drseg.engine.train import (TrainConfig, code_digest, config_fingerprint, train,
+    from drseg.engine.train import (TrainConfig, code_record, config_fingerprint, train,
                                     write_loss_curve)
     from drseg.models.drseg import build_model
 
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace, params: dict) -> dict[str, Any]:
         fp = config_fingerprint(loop, model_cfg.to_dict(), {"dataset": dataset_name, "split": split,
                                                             "class_list_variant": clv},
                                 used_index or {}, info.world_size,
-                                {"code": code_digest(), "torch": torch.__version__})
+                                code_record())
         logged = {"train": {**loop, **data, "dataset": dataset_name, "split": split,
                             "class_list_variant": clv, "world_size": info.world_size},
                   "model": model_cfg.to_dict(),

@@ -6,6 +6,9 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ddp_bench import loss_curve_difference  # noqa: E402
+
 a_path, b_path = sys.argv[1:3]
 missing = [p for p in (a_path, b_path) if not Path(p).is_file()]
 if missing:
@@ -14,14 +17,11 @@ a, b = (json.loads(Path(p).read_text()) for p in (a_path, b_path))
 if (a["processes"], a["global_batch"]) != (b["processes"], b["global_batch"]):
     sys.exit(f"compare_loss_curves: {a_path} ran {a['processes']} processes / batch "
              f"{a['global_batch']}, {b_path} {b['processes']} / {b['global_batch']}: not the same loop")
-la, lb = dict(map(tuple, a["losses"])), dict(map(tuple, b["losses"]))
-its = sorted(set(la) & set(lb))
-if not its:
-    sys.exit("compare_loss_curves: no logged iteration in common")
-rel = {i: abs(la[i] - lb[i]) / abs(lb[i]) for i in its}
-worst = max(rel, key=rel.get)
-print(f"loss curves over {len(its)} logged iterations ({its[0]}-{its[-1]}): max relative "
-      f"difference {rel[worst]:.3%} (iteration {worst}); final {a['final_loss']:.4f} vs "
-      f"{b['final_loss']:.4f} (reference); replica difference "
-      f"{a['weights_max_abs_diff_between_ranks']:.2e}, reference's "
+try:
+    rel, worst, n = loss_curve_difference(a, b)
+except ValueError as err:
+    sys.exit(f"compare_loss_curves: {err}")
+print(f"loss curves over {n} logged iterations: max relative difference {rel:.3%} (iteration "
+      f"{worst}); final {a['final_loss']:.4f} vs {b['final_loss']:.4f} (reference); replica "
+      f"difference {a['weights_max_abs_diff_between_ranks']:.2e}, reference's "
       f"{b['weights_max_abs_diff_between_ranks']:.2e}")

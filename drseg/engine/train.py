@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "StepLoss", "train", "sample_plan",
            "build_optimizer", "build_scheduler", "config_fingerprint", "code_digest",
-           "device_batches"]
+           "code_record", "device_batches"]
 
 
 #: torch.compile modes accepted by ``train.compile_mode``.
@@ -329,6 +329,13 @@ def code_digest(root: str | Path | None = None) -> str:
     return _sources_digest(Path(root))
 
 
+def code_record() -> dict[str, str]:
+    """What identifies the code of a run: this drseg's :func:`code_digest` and the torch
+    version. Stored beside a resume state (a ``last.pt`` with another one is not resumed) and
+    part of the train stage's fingerprint."""
+    return {"drseg": code_digest(), "torch": torch.__version__}
+
+
 @functools.lru_cache(maxsize=1)
 def _installed_code_digest() -> str:
     return _sources_digest(Path(__file__).resolve().parents[1])
@@ -415,8 +422,8 @@ def train(
         train_dataset: name of the training dataset (stored in the final checkpoint).
         channel_index: the SPSD channel index used, stored in the final checkpoint.
         fingerprint: identifies the params; a ``last.pt`` with another one is not resumed,
-            nor one written by other code (:func:`code_digest` and the torch version are
-            stored beside it and compared).
+            nor one written by other code (:func:`code_record` is stored beside it and
+            compared).
         dist_info: process placement (default: one CPU process).
         on_log: called on the main process as ``on_log({"loss": .., "lr": ..}, iteration)``.
         resume: continue from ``run_dir/last.pt`` when it exists and matches.
@@ -456,7 +463,7 @@ def train(
     losses: list[tuple[int, float, float]] = []
     start = 0
     state_path = run_dir / "last.pt"
-    code = {"drseg": code_digest(), "torch": torch.__version__}
+    code = code_record()
     state = None
     if resume and state_path.exists():
         state = ckpt.load_training_state(state_path)
