@@ -153,9 +153,11 @@ def main(argv=None) -> None:
                     help="train.compile_mode (reduce-overhead: CUDA graphs)")
     ap.add_argument("--no-optimize-ddp", action="store_true",
                     help="torch._dynamo.config.optimize_ddp = False (no graph split per bucket)")
-    ap.add_argument("--fused-optimizer", action="store_true",
-                    help="train.fused_optimizer: the fused AdamW kernel (engine_breakdown.py's step "
-                         "always uses it; the loop's default is the foreach AdamW)")
+    ap.add_argument("--fused-optimizer", action=argparse.BooleanOptionalAction,
+                    default=True,
+                    help="train.fused_optimizer: the fused AdamW kernel (the engine's default since session 8; "
+                         "--no-fused-optimizer: the foreach AdamW; engine_breakdown.py's step always "
+                         "uses the fused one)")
     ap.add_argument("--set", action="append", default=[], metavar="MODULE.ATTR=VALUE",
                     help="set a module switch first, e.g. drseg.engine.train.PREFETCH_TO_DEVICE=false")
     ap.add_argument("--ddp-cuda-graphs", action="store_true",

@@ -298,10 +298,14 @@ def main(argv=None):
     preset, batch = ("tiny", 2) if args.quick else (args.preset, 8)
     amp = device.type == "cuda"
     cfg, model, images, masks = step_setup(preset, batch, device, args.legacy)
+    from drseg.models import layers as model_layers  # the switch as --set left it
+    casts = model_layers.frozen_casts(  # as train() does: frozen weights cast once (CUDA)
+        model, torch.bfloat16 if amp else None,
+        model_layers.device_switch(model_layers.CAST_FROZEN_WEIGHTS, amp)).__enter__()
     res = {"label": args.label, "legacy": args.legacy, "device": torch.cuda.get_device_name(0) if amp else "cpu",
            "torch": torch.__version__, "switches": switches, "sdpa_cudnn": not args.sdpa_no_cudnn,
            "preset": preset, "batch": batch, "classes": len(DLRSD),
-           "components": {}, "steps": {}}
+           "frozen_cast_bytes": casts.bytes, "components": {}, "steps": {}}
     out = Path(args.out)
 
     def save():

@@ -297,3 +297,93 @@ def test_encode_text_of_a_custom_text_clip_is_open_clips(monkeypatch):
     assert clip_lib.truncate_tokens(model, tokens, "cpu") is tokens
     with torch.no_grad():
         assert torch.equal(clip_lib.encode_text(model, tokens), model.encode_text(tokens))
+
+
+@pytest.mark.parametrize("packed", ["never", "always"])
+def test_frozen_casts_change_no_bit_of_the_step_under_autocast(monkeypatch, packed):
+    """The whole tiny model under CPU bfloat16 autocast, with the frozen Linear weights (the
+    prior's, CLIP's MLPs) cast once by ``frozen_casts``: the loss and every gradient bitwise as
+    without; the prior's layers and CLIP's frozen ones were swapped, the trainable ones not;
+    the state_dict is untouched inside, and the classes are back after."""
+    from drseg.engine.train import StepLoss
+    from drseg.models import layers
+    from drseg.models.drseg import build_model, make_config
+
+    monkeypatch.setattr(layers, "PACKED_ATTENTION", packed)
+    torch.manual_seed(0)
+    model = build_model(make_config("tiny"))
+    vocab = ["roof", "tree", "water"]
+    g = torch.Generator().manual_seed(1)
+    size = model.cfg.image_size
+    images = torch.rand(2, 3, size, size, generator=g) * 255
+    masks = torch.randint(0, 3, (2, size, size), generator=g)
+    step = StepLoss(model, vocab, torch.bfloat16)  # autocast to bfloat16 on the CPU
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        loss = step(images, masks)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                               if p.grad is not None}
+
+    ref_loss, ref_grads = run()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    classes = {n: type(m) for n, m in model.named_modules()}
+    with layers.frozen_casts(model, torch.bfloat16) as casts:
+        swapped = {n for n, m in model.named_modules() if type(m) is layers.CastLinear}
+        assert any(n.startswith("prior.") for n in swapped)
+        assert any(n.startswith("clip.visual.") and ".mlp." in n for n in swapped)
+        for n in swapped:
+            assert not model.get_submodule(n).weight.requires_grad
+        trainable_linears = [n for n, m in model.named_modules()
+                             if isinstance(m, nn.Linear) and m.weight.requires_grad]
+        assert trainable_linears and not set(trainable_linears) & swapped
+        assert casts.bytes == sum(p.numel() * 2 for n in swapped
+                                  for p in model.get_submodule(n).parameters())
+        state = model.state_dict()
+        assert state.keys() == before.keys()
+        assert all(state[k].dtype == before[k].dtype and torch.equal(state[k], before[k])
+                   for k in state)
+        loss, grads = run()
+        for n in swapped:  # the copies are what the model multiplies by: spoil them, and see
+            model.get_submodule(n)._frozen_cast[0].mul_(0.5)
+        assert not torch.equal(run()[0], ref_loss)
+    assert torch.equal(loss, ref_loss)
+    assert grads.keys() == ref_grads.keys() and len(grads) > 10
+    assert all(torch.equal(grads[k], ref_grads[k]) for k in grads)
+    assert {n: type(m) for n, m in model.named_modules()} == classes
+    assert not any("_frozen_cast" in m.__dict__ for m in model.modules())
+
+
+def test_frozen_casts_are_used_only_under_autocast_to_their_dtype():
+    """A CastLinear multiplies by its copy under autocast to the copy's dtype only: in float32,
+    or under autocast to another dtype, it is the plain layer; a copy that is not the rounding
+    of the weight shows which path ran. ``enabled=False`` and ``dtype=None`` swap nothing."""
+    from drseg.models import layers
+
+    torch.manual_seed(0)
+    lin = nn.Linear(8, 4).requires_grad_(False)
+    x = torch.randn(3, 8)
+    with layers.frozen_casts(lin, None):
+        assert type(lin) is nn.Linear
+    with layers.frozen_casts(lin, torch.bfloat16, enabled=False):
+        assert type(lin) is nn.Linear
+    with layers.frozen_casts(lin, torch.bfloat16):
+        assert type(lin) is layers.CastLinear
+        w, b = lin._frozen_cast
+        assert w.dtype == b.dtype == torch.bfloat16 and torch.equal(w, lin.weight.to(torch.bfloat16))
+        w.zero_()
+        b.fill_(1)  # now the copy path is visible: x @ 0 + 1
+        assert torch.equal(lin(x), F_linear(x, lin.weight, lin.bias))  # no autocast
+        with torch.autocast("cpu", dtype=torch.float16):
+            assert torch.equal(lin(x), F_linear(x.half(), lin.weight.half(), lin.bias.half()))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.equal(lin(x), torch.ones(3, 4, dtype=torch.bfloat16))
+    assert type(lin) is nn.Linear and lin(x).dtype == torch.float32
+    trainable = nn.Linear(8, 4)
+    with layers.frozen_casts(trainable, torch.bfloat16) as casts:
+        assert type(trainable) is nn.Linear and casts.bytes == 0
+
+
+def F_linear(x, w, b):
+    return torch.nn.functional.linear(x, w, b)

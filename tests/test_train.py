@@ -383,3 +383,38 @@ def test_model_checkpoint_roundtrip_and_mismatch(tmp_path):
         ckpt.load_model_checkpoint(tmp_path / "foreign.pt")
     with pytest.raises(DrsegInputError, match="not found"):
         ckpt.load_model_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("device,on", [("cpu", "always"),
+                                       pytest.param("cuda", "cuda", marks=pytest.mark.gpu)])
+def test_frozen_casts_in_the_loop_change_no_bit(tmp_path, monkeypatch, device, on):
+    """train() under bfloat16 autocast (on the CPU here; on CUDA the switch's default) with the
+    frozen weights cast once (``drseg.models.layers.frozen_casts``): the same losses and final
+    weights, bit for bit, as with every step casting them; the copies were used, and the model
+    comes back with its own layer classes."""
+    from drseg.models import layers
+    from drseg.models.drseg import build_model, make_config
+
+    calls = []
+    forward = layers.CastLinear.forward
+    monkeypatch.setattr(layers.CastLinear, "forward",
+                        lambda self, x: calls.append(1) or forward(self, x))
+
+    def run(mode):
+        monkeypatch.setattr(layers, "CAST_FROZEN_WEIGHTS", mode)
+        torch.manual_seed(0)
+        model = build_model(make_config("tiny"))
+        classes = {n: type(m) for n, m in model.named_modules()}
+        calls.clear()
+        cfg = _cfg(iterations=3, amp="bf16", checkpoint_every=3, device=device)
+        res = train(model, ColourBlobs(), VOCAB, cfg, tmp_path / mode, model_cfg={"preset": "tiny"},
+                    train_dataset="blobs", fingerprint="fp", progress=False)
+        assert {n: type(m) for n, m in model.named_modules()} == classes
+        return {k: v.cpu() for k, v in model.state_dict().items()}, res.losses, len(calls)
+
+    ref_state, ref_losses, n_never = run("never")
+    state, losses, n_always = run(on)
+    assert n_never == 0 and n_always > 0
+    assert losses == ref_losses and len(losses) == 3
+    assert state.keys() == ref_state.keys()
+    assert all(torch.equal(state[k], ref_state[k]) for k in state)
