@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from drseg.data.transforms import PAD_VALUE, TrainAugment, random_crop, ssd_color_jitter
 from drseg.engine import checkpoint as ckpt
+from drseg.engine.distributed import DistInfo
 from drseg.engine.train import NonFiniteLossError, TrainConfig, sample_plan, train
 from drseg.errors import DrsegInputError
 
@@ -403,12 +404,13 @@ def test_frozen_casts_in_the_loop_change_no_bit(tmp_path, monkeypatch, device, o
     def run(mode):
         monkeypatch.setattr(layers, "CAST_FROZEN_WEIGHTS", mode)
         torch.manual_seed(0)
-        model = build_model(make_config("tiny"))
+        model = build_model(make_config("tiny")).to(device)
         classes = {n: type(m) for n, m in model.named_modules()}
         calls.clear()
         cfg = _cfg(iterations=3, amp="bf16", checkpoint_every=3, device=device)
         res = train(model, ColourBlobs(), VOCAB, cfg, tmp_path / mode, model_cfg={"preset": "tiny"},
-                    train_dataset="blobs", fingerprint="fp", progress=False)
+                    train_dataset="blobs", fingerprint="fp", progress=False,
+                    dist_info=DistInfo(device=torch.device(device)))
         assert {n: type(m) for n, m in model.named_modules()} == classes
         return {k: v.cpu() for k, v in model.state_dict().items()}, res.losses, len(calls)
 
