@@ -230,6 +230,11 @@ def _scaling(ddp: dict) -> dict:
     return {k: round(v, 2) for k, v in ddp["scaling"].items()}
 
 
+def _windows(run: dict) -> str:
+    """The spread of a ddp_bench run's per-window ms/it, as the notes quote it."""
+    return f"windows {min(run['ms_per_it_windows']):.1f}-{max(run['ms_per_it_windows']):.1f}"
+
+
 def _step_str(st: dict) -> str:
     """A compiled step's wall, pipelined and GPU ms and kernel count."""
     return (f"{st['wall_ms']:.2f} ms wall, {st['wall_ms_pipelined']:.2f} pipelined, "
@@ -542,7 +547,7 @@ def session7() -> dict:
     rel, _, n_compared = loss_curve_difference(c4, e4)
     rel2 = loss_curve_difference(pf2, e2b)[0]
     cat = lambda x, c: x["categories_ms"][c]["ms"]  # noqa: E731
-    win = lambda r: f"windows {min(r['ms_per_it_windows']):.1f}-{max(r['ms_per_it_windows']):.1f}"  # noqa: E731
+
     comps = [
         {"change": "whole step, compiled reduce-overhead, with session 6's contiguous window bias (call 1)",
          "predicted": PREDICTIONS_7["step"],
@@ -565,10 +570,10 @@ def session7() -> dict:
          "why": "cuDNN attention stays"},
         {"change": "1-process training loop, compiled reduce-overhead (the DDP baseline, call 1)",
          "predicted": PREDICTIONS_7["loop_1"],
-         "measured": f"{c1['ms_per_it_steady']:.1f} ms per iteration ({win(c1)}), {c1['images_per_s']:.1f} images/s"},
+         "measured": f"{c1['ms_per_it_steady']:.1f} ms per iteration ({_windows(c1)}), {c1['images_per_s']:.1f} images/s"},
         {"change": "4-process DDP loop, compiled reduce-overhead with CUDA graphs under DDP (call 2)",
          "predicted": PREDICTIONS_7["ddp_4"],
-         "measured": (f"{c4['ms_per_it_steady']:.1f} ms per iteration ({win(c4)}), {c4['images_per_s']:.1f} "
+         "measured": (f"{c4['ms_per_it_steady']:.1f} ms per iteration ({_windows(c4)}), {c4['images_per_s']:.1f} "
                       f"images/s: x{c4['images_per_s'] / c1['images_per_s']:.2f} the 1-process loop of call 1; "
                       f"replica difference {c4['weights_max_abs_diff_between_ranks']:.1f}; loss within "
                       f"{100 * rel:.3f}% of the eager 4-process run at each of {n_compared} iterations"),
@@ -578,14 +583,14 @@ def session7() -> dict:
         {"change": "batch copied to the GPU on a side stream one iteration ahead (PREFETCH_TO_DEVICE), "
                    "1-process loop, same call (call 3)",
          "predicted": PREDICTIONS_7["prefetch"],
-         "measured": (f"{np1['ms_per_it_steady']:.1f} ({win(np1)}) -> {pf1['ms_per_it_steady']:.1f} ms per "
-                      f"iteration ({win(pf1)}); {np1['images_per_s']:.1f} -> {pf1['images_per_s']:.1f} images/s"),
+         "measured": (f"{np1['ms_per_it_steady']:.1f} ({_windows(np1)}) -> {pf1['ms_per_it_steady']:.1f} ms per "
+                      f"iteration ({_windows(pf1)}); {np1['images_per_s']:.1f} -> {pf1['images_per_s']:.1f} images/s"),
          "why": ("no gain resolved: 0.2 ms, within the spread between runs (call 1's loop without the "
                  "prefetch: 47.9); on by default (CUDA only) since it costs nothing; the two loss curves "
                  "agree within 0.003%")},
         {"change": "2-process DDP loop, compiled reduce-overhead with CUDA graphs and the prefetch (call 3)",
          "predicted": PREDICTIONS_7["ddp_2"],
-         "measured": (f"{pf2['ms_per_it_steady']:.1f} ms per iteration ({win(pf2)}), {pf2['images_per_s']:.1f} "
+         "measured": (f"{pf2['ms_per_it_steady']:.1f} ms per iteration ({_windows(pf2)}), {pf2['images_per_s']:.1f} "
                       f"images/s: x{pf2['images_per_s'] / pf1['images_per_s']:.2f} the 1-process loop in the "
                       f"same call; replica difference {pf2['weights_max_abs_diff_between_ranks']:.1f}; loss "
                       f"within {100 * rel2:.3f}% of an eager 2-process run (call 5)")},
@@ -601,7 +606,7 @@ def session7() -> dict:
                       f"call 5, beside the paper-profile test: {e1b['ms_per_it_steady']:.1f} / "
                       f"{e2b['ms_per_it_steady']:.1f} ms/it, x{e2b['images_per_s'] / e1b['images_per_s']:.2f}"),
          "why": ("not a clean measurement: both ran beside a compile, with wide windows "
-                 f"({win(e2a)}; {win(e2b)}), and 2 processes took longer per iteration than 4 did alone "
+                 f"({_windows(e2a)}; {_windows(e2b)}), and 2 processes took longer per iteration than 4 did alone "
                  "(call 2: 121.0); the eager step is bound by kernel launches on the CPU, so CPU "
                  "neighbours slow it. The compiled loop, the one to train with, scales x1.89 / x3.79")},
         {"change": "paper-profile GPU test end to end (tests/test_profiles.py, call 5)",
@@ -651,9 +656,92 @@ def session7() -> dict:
     return rec
 
 
+PREDICTIONS_8 = {
+    "fused": "0.5-1.2 ms per iteration less than the foreach AdamW (~46.9)",
+    "cd_tuning": "finishes inside 540 s about half the time; then 0.3-1.0 ms GPU less",
+    "casts": "GPU ~45.0 against ~45.4 (the 0.35 ms cast kernel gone, ~0.1 ms of CLIP MLP casts)",
+    "loop_new": "~46.8-46.9 ms per iteration",
+    "autotune": "finishes inside 540 s about half the time; then 0.5-1.5 ms GPU less, or no gain",
+    "ddp_2": "~49.5 ms per iteration, x1.88 the 1-process loop of the same call, replicas equal",
+}
+
+
+def session8() -> dict:
+    """Session 8: four H200s of one host for every call (no H100 lent)."""
+    st = lambda f: _load(f)["steps"]["compiled_reduce-overhead"]  # noqa: E731
+
+    it = lambda r: f"{r['ms_per_it_steady']:.1f} ms per iteration ({_windows(r)}), {r['images_per_s']:.1f} images/s"  # noqa: E731
+    foreach = _load("ddp_h200x4_s8_call1_c1_foreach.json")
+    fused = _load("ddp_h200x4_s8_call1_c1_fused.json")
+    default1 = st("engine_breakdown_h200_s8_call1_default.json")
+    casts = st("engine_breakdown_h200_s8_call2_casts.json")
+    nocasts = st("engine_breakdown_h200_s8_call2_no_casts.json")
+    loop2 = _load("ddp_h200x4_s8_call2_c1_fused_casts.json")
+    c1 = _load("ddp_h200x4_s8_call3_c1.json")
+    c2 = _load("ddp_h200x4_s8_call3_c2.json")
+    assert not foreach["fused_optimizer"] and fused["fused_optimizer"] and loop2["fused_optimizer"]
+    comps = [
+        {"change": "1-process loop, fused AdamW against the foreach AdamW, same call (call 1)",
+         "predicted": PREDICTIONS_8["fused"],
+         "measured": f"foreach {it(foreach)} -> fused {it(fused)}; final loss {foreach['final_loss']:.4f} / "
+                     f"{fused['final_loss']:.4f}",
+         "why": "the windows do not overlap: train.fused_optimizer is now true (CUDA only)"},
+        {"change": "whole step with inductor's coordinate-descent tuning (call 1)",
+         "predicted": PREDICTIONS_8["cd_tuning"],
+         "measured": f"not measured: cut by its 540 s timeout (440 s in session 7); the plain step of the "
+                     f"same call: {_step_str(default1)}",
+         "why": "dropped: more compile time than a user would accept for at most ~1 ms"},
+        {"change": "frozen Linear weights cast to bf16 once per run (drseg.models.layers.frozen_casts), "
+                   "same call as CAST_FROZEN_WEIGHTS=never (call 2)",
+         "predicted": PREDICTIONS_8["casts"],
+         "measured": f"{_step_str(nocasts)} -> {_step_str(casts)}: "
+                     f"{casts['gpu_ms'] - nocasts['gpu_ms']:+.2f} ms GPU, "
+                     f"{casts['wall_ms_pipelined'] - nocasts['wall_ms_pipelined']:+.2f} pipelined, "
+                     f"{casts['kernels'] - nocasts['kernels']:+.0f} kernels",
+         "why": "bitwise the same step (CPU autocast tests; CUDA test in call 3): on by default on CUDA"},
+        {"change": "1-process loop at the new defaults: fused AdamW + frozen casts (call 2)",
+         "predicted": PREDICTIONS_8["loop_new"],
+         "measured": f"{it(loop2)} (call 1: foreach {foreach['ms_per_it_steady']:.1f}, fused "
+                     f"{fused['ms_per_it_steady']:.1f})"},
+        {"change": "whole step with inductor's GEMM autotuning (max_autotune_gemm, call 2)",
+         "predicted": PREDICTIONS_8["autotune"],
+         "measured": "not measured: still autotuning GEMMs at its 540 s timeout",
+         "why": "dropped, like coordinate-descent tuning"},
+        {"change": "2-process DDP loop at the new defaults, CUDA graphs under DDP (call 3)",
+         "predicted": PREDICTIONS_8["ddp_2"],
+         "measured": f"{it(c2)}: x{c2['images_per_s'] / c1['images_per_s']:.2f} the 1-process loop of the "
+                     f"same call ({it(c1)}); replica difference "
+                     f"{c2['weights_max_abs_diff_between_ranks']:.1f}"},
+    ]
+    sources = ["reports/bench/ddp_h200x4_s8_call1_c1_foreach.json",
+               "reports/bench/ddp_h200x4_s8_call1_c1_fused.json",
+               "reports/bench/engine_breakdown_h200_s8_call1_default.json",
+               "reports/bench/engine_breakdown_h200_s8_call1_cd_tuning_cut.json",
+               "reports/bench/engine_breakdown_h200_s8_call2_casts.json",
+               "reports/bench/engine_breakdown_h200_s8_call2_no_casts.json",
+               "reports/bench/engine_breakdown_h200_s8_call2_autotune_gemm_cut.json",
+               "reports/bench/ddp_h200x4_s8_call2_c1_fused_casts.json",
+               "reports/bench/ddp_h200x4_s8_call3_c1.json", "reports/bench/ddp_h200x4_s8_call3_c2.json",
+               "reports/bench/ddp_h200x4_s8_call3_scaling.json",
+               "reports/bench/session8_call1_log.txt", "reports/bench/session8_call2_log.txt",
+               "reports/bench/session8_call3_log.txt"]
+    best_loop = min((loop2, c1), key=lambda r: r["ms_per_it_steady"])
+    return {"machines": "four NVIDIA H200 of one host in every call (nvidia-h200-x4)",
+            "comparisons": comps,
+            "best_step_ms": round(casts["wall_ms"], 2),
+            "best_step_ms_pipelined": round(casts["wall_ms_pipelined"], 2),
+            "best_step_gpu_ms": round(casts["gpu_ms"], 2),
+            "loop_ms_per_it_1_gpu": round(best_loop["ms_per_it_steady"], 1),
+            "loop_ms_per_it_1_gpu_calls_2_3": [round(loop2["ms_per_it_steady"], 1),
+                                               round(c1["ms_per_it_steady"], 1)],
+            "ddp_2_gpus_call3": {"ms_per_it": round(c2["ms_per_it_steady"], 1),
+                                 "scaling": round(c2["images_per_s"] / c1["images_per_s"], 2)},
+            "sources": sources}
+
+
 def step_figure(path: Path) -> None:
     """Stacked bars: the compiled step's GPU time by kernel category plus the gaps between
-    kernels (wall - GPU), sessions 3 to 7 (H200s, same bench)."""
+    kernels (wall - GPU), sessions 3 to 8 (H200s, same bench)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -663,7 +751,8 @@ def step_figure(path: Path) -> None:
             ("session 4\n(H200)", "engine_breakdown_h200_s4_call2_layers_steploss.json"),
             ("session 5\n(H200)", "engine_breakdown_h200_s5_call3_packed_cut_text.json"),
             ("session 6\n(H200)", "engine_breakdown_h200_s6_call2_rope_cached.json"),
-            ("session 7\n(H200)", "engine_breakdown_h200_s7_call1_default.json")]
+            ("session 7\n(H200)", "engine_breakdown_h200_s7_call1_default.json"),
+            ("session 8\n(H200)", "engine_breakdown_h200_s8_call2_casts.json")]
     cats = ["gemm", "attention", "triton_reduction", "triton_pointwise", "conv", "copy_memset",
             "optimizer", "other"]
     labels = {"gemm": "GEMM (cuBLAS)", "attention": "attention", "triton_reduction": "Triton reductions",
@@ -710,6 +799,7 @@ def main() -> None:
     sess5 = session5()
     sess6 = session6()
     sess7 = session7()
+    sess8 = session8()
     s2_ddp = json.loads((BENCH / "ddp_h100.json").read_text())
     best = sess2["breakdowns"]["run5_reduce_overhead"]["steps"]["compiled_reduce-overhead"]["wall_ms"]
     out = {
@@ -765,6 +855,7 @@ def main() -> None:
         "session5_h200": sess5,
         "session6_h200": sess6,
         "session7_h200": sess7,
+        "session8_h200": sess8,
         "targets": {
             "train_step_ms_target": 45, "train_step_ms_best": best,
             "train_step_best_config": "torch.compile mode reduce-overhead, bf16 autocast, fused AdamW (run 5)",
@@ -773,29 +864,30 @@ def main() -> None:
             "eval_images_per_s_measured": EVAL_RUN4["images_per_s"],
             "eval_note": "eager model, run 4 (H100); session 3 on an H200: compiled "
                          f"{sess3['best_eval_images_per_s']} images/s, eager 143.5-163.5",
-            "train_step_ms_best_h200": sess7["best_step_ms"],
-            "train_step_ms_best_h200_pipelined": sess7["best_step_ms_pipelined"],
-            "train_step_gpu_ms_best_h200": sess7["best_step_gpu_ms"],
-            "train_loop_ms_per_it_h200": sess7["loop_ms_per_it_1_gpu"],
-            "paper_30k_iterations_minutes_h200_loop": round(30000 * sess7["loop_ms_per_it_1_gpu"] / 6e4, 1),
+            "train_step_ms_best_h200": sess8["best_step_ms"],
+            "train_step_ms_best_h200_pipelined": sess8["best_step_ms_pipelined"],
+            "train_step_gpu_ms_best_h200": sess8["best_step_gpu_ms"],
+            "train_loop_ms_per_it_h200": sess8["loop_ms_per_it_1_gpu"],
+            "paper_30k_iterations_minutes_h200_loop": round(30000 * sess8["loop_ms_per_it_1_gpu"] / 6e4, 1),
             "train_step_ms_vitl14_336_h200": sess5["vitl_step_ms"],
             "eval_images_per_s_best_h200": sess4["best_eval_images_per_s"],
             "ddp_scaling_4_gpus_eager_h200": round(sess5["ddp_scaling_eager"]["4"], 2),
             "ddp_scaling_2_gpus_eager_h200": round(sess5["ddp_scaling_eager"]["2"], 2),
             "ddp_scaling_2_gpus": round(s2_ddp["scaling"]["2"], 2),
             "ddp_compiled_cuda_graphs_h200": sess7["ddp_compiled_cuda_graphs"],
+            "ddp_compiled_2_gpus_h200_session8": sess8["ddp_2_gpus_call3"],
         },
         "note": ("runs 1 and 2 ran on two different H100 machines: eager bf16 measured 146 ms in run 1 "
                  "and 203 ms in run 2; compare within a run only"),
         "sources": ["reports/bench/engine_h100_run1.json", "reports/bench/engine_h100_run2.json"]
         + sess2["sources"] + sess3["sources"] + sess4["sources"] + sess5["sources"]
-        + sess6["sources"] + sess7["sources"],
+        + sess6["sources"] + sess7["sources"] + sess8["sources"],
     }
     (BENCH / "engine_summary.json").write_text(json.dumps(out, indent=2) + "\n")
     step_figure(BENCH / "step_breakdown_h200.png")
     print(json.dumps(out["comparisons"] + sess2["comparisons"] + sess3["comparisons"]
                      + sess4["comparisons"] + sess5["comparisons"] + sess6["comparisons"]
-                     + sess7["comparisons"], indent=1))
+                     + sess7["comparisons"] + sess8["comparisons"], indent=1))
     print(json.dumps(out["targets"], indent=1))
 
 

@@ -389,10 +389,12 @@ def test_model_checkpoint_roundtrip_and_mismatch(tmp_path):
 @pytest.mark.parametrize("device,on", [("cpu", "always"),
                                        pytest.param("cuda", "cuda", marks=pytest.mark.gpu)])
 def test_frozen_casts_in_the_loop_change_no_bit(tmp_path, monkeypatch, device, on):
-    """train() under bfloat16 autocast (on the CPU here; on CUDA the switch's default) with the
+    """train() under bfloat16 autocast (on the CPU; on CUDA the switch's default) with the
     frozen weights cast once (``drseg.models.layers.frozen_casts``): the same losses and final
-    weights, bit for bit, as with every step casting them; the copies were used, and the model
-    comes back with its own layer classes."""
+    weights as with every step casting them, bit for bit on the CPU; on CUDA, where some
+    backward kernels accumulate with atomics in no fixed order (two runs of the same code
+    differ from the second loss on), the first loss bit for bit; the copies were used, and the
+    model comes back with its own layer classes."""
     from drseg.models import layers
     from drseg.models.drseg import build_model, make_config
 
@@ -417,6 +419,11 @@ def test_frozen_casts_in_the_loop_change_no_bit(tmp_path, monkeypatch, device, o
     ref_state, ref_losses, n_never = run("never")
     state, losses, n_always = run(on)
     assert n_never == 0 and n_always > 0
-    assert losses == ref_losses and len(losses) == 3
-    assert state.keys() == ref_state.keys()
-    assert all(torch.equal(state[k], ref_state[k]) for k in state)
+    assert len(losses) == len(ref_losses) == 3 and state.keys() == ref_state.keys()
+    if device == "cpu":
+        assert losses == ref_losses
+        assert all(torch.equal(state[k], ref_state[k]) for k in state)
+    else:  # the first loss, before any update; after it AdamW turns the order-dependent last
+        # bits of near-zero gradients into lr-sized steps (tests/test_models_layers.py checks
+        # one CUDA step's gradients)
+        assert losses[0] == ref_losses[0]
