@@ -299,9 +299,8 @@ def main(argv=None):
     amp = device.type == "cuda"
     cfg, model, images, masks = step_setup(preset, batch, device, args.legacy)
     from drseg.models import layers as model_layers  # the switch as --set left it
-    casts = model_layers.frozen_casts(  # as train() does: frozen weights cast once (CUDA)
-        model, torch.bfloat16 if amp else None,
-        model_layers.device_switch(model_layers.CAST_FROZEN_WEIGHTS, amp)).__enter__()
+    # as train() does: frozen weights cast once (CUDA); held open for the whole bench process
+    casts = model_layers.frozen_casts(model, torch.bfloat16 if amp else None).__enter__()
     res = {"label": args.label, "legacy": args.legacy, "device": torch.cuda.get_device_name(0) if amp else "cpu",
            "torch": torch.__version__, "switches": switches, "sdpa_cudnn": not args.sdpa_no_cudnn,
            "preset": preset, "batch": batch, "classes": len(DLRSD),

@@ -398,10 +398,10 @@ def test_frozen_casts_in_the_loop_change_no_bit(tmp_path, monkeypatch, device, o
     from drseg.models import layers
     from drseg.models.drseg import build_model, make_config
 
-    calls = []
-    forward = layers.CastLinear.forward
-    monkeypatch.setattr(layers.CastLinear, "forward",
-                        lambda self, x: calls.append(1) or forward(self, x))
+    calls = []  # multiplications by a copy
+    with_copy = layers.linear_with_copy
+    monkeypatch.setattr(layers, "linear_with_copy",
+                        lambda x, w, b: calls.append(1) or with_copy(x, w, b))
 
     def run(mode):
         monkeypatch.setattr(layers, "CAST_FROZEN_WEIGHTS", mode)
@@ -427,3 +427,21 @@ def test_frozen_casts_in_the_loop_change_no_bit(tmp_path, monkeypatch, device, o
         # bits of near-zero gradients into lr-sized steps (tests/test_models_layers.py checks
         # one CUDA step's gradients)
         assert losses[0] == ref_losses[0]
+
+
+def test_nan_loss_with_frozen_casts_gives_the_layers_back(tmp_path, monkeypatch):
+    """A run that stops on a NaN loss while the frozen weights hold their cast copies (bf16
+    autocast, the switch forced on for the CPU) gives every layer its own class back."""
+    from drseg.models import layers
+    from drseg.models.drseg import build_model, make_config
+
+    monkeypatch.setattr(layers, "CAST_FROZEN_WEIGHTS", "always")
+    torch.manual_seed(0)
+    model = build_model(make_config("tiny"))
+    classes = {n: type(m) for n, m in model.named_modules()}
+    with pytest.raises(NonFiniteLossError):
+        train(model, ColourBlobs(n=8, poison=5), VOCAB, _cfg(iterations=4, amp="bf16", batch_size=4),
+              tmp_path, model_cfg={"preset": "tiny"}, train_dataset="blobs", fingerprint="fp",
+              progress=False)
+    assert {n: type(m) for n, m in model.named_modules()} == classes
+    assert not any(layers.holds_frozen_cast(m) for m in model.modules())

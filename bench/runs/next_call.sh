@@ -1,30 +1,27 @@
 #!/bin/bash
-# Owed after session 7 (bench/notes/next_device_calls.md), four H200s of one host
-# (nvidia-h200-x4; on two GPUs run GPUs 0-1 first, then 2-3). Every GPU runs its own sequence at
-# once, the longest <= 540 s, plus the ~10 s pip prefix:
+# Owed after session 8 (bench/notes/next_device_calls.md): the two targets on their own card,
+# an H100 (nvidia-h100 or any H100 kind `status` lists; on a machine of two GPUs both jobs run
+# at once, on one GPU one after the other: then give the call 600 s and drop the loop).
 #   bash bench/runs/next_call.sh $OUT
-#   GPU 0: the 1-process loop, compiled reduce-overhead, foreach AdamW (the default)
-#   GPU 1: the same loop with the fused AdamW (train.fused_optimizer): the bench's step has
-#          always used the fused kernel, the loop not; the loop ran 1.0-1.2 ms per iteration
-#          above the bench's pipelined step (session 7)
-#   GPU 2: the whole step with inductor's coordinate-descent tuning (440 s cold did not suffice)
-#   GPU 3: the whole step at the defaults (its pair), then the GPU-only tests of the training
-#          loop (the side-stream prefetch test written after session 7's device time was spent)
+#   GPU 0: the whole step (compiled reduce-overhead, the engine's defaults), then the loop
+#   GPU 1: the compiled evaluation, noslide, 1024 images
 set -u
 O=$1
-export TORCHINDUCTOR_COMPILE_THREADS=16
+export TORCHINDUCTOR_COMPILE_THREADS=8
+N=$(nvidia-smi -L | wc -l)
+log() { sed -u "s/^/[$1] /" >> $O/all.log; }
 STEP="bench/engine_breakdown.py --no-eager --no-components --compile --compile-mode reduce-overhead"
 LOOP="python3 -m torch.distributed.run --standalone --nproc_per_node 1 bench/ddp_bench.py --iterations 60 --log-every 10 --compile --compile-mode reduce-overhead"
-log() { sed -u "s/^/[$1] /" >> $O/all.log; }
-(CUDA_VISIBLE_DEVICES=0 timeout 420 $LOOP --out $O/loop_foreach.json 2>&1 | log foreach
- echo "GPU 0 done at ${SECONDS}s" | log main) &
-(CUDA_VISIBLE_DEVICES=1 timeout 420 $LOOP --fused-optimizer --out $O/loop_fused.json 2>&1 | log fused
- echo "GPU 1 done at ${SECONDS}s" | log main) &
-(CUDA_VISIBLE_DEVICES=2 timeout 540 python3 $STEP --set torch._inductor.config.coordinate_descent_tuning=true \
-   --out $O/step_cd_tuning.json 2>&1 | log stepcd
- echo "GPU 2 done at ${SECONDS}s" | log main) &
-(CUDA_VISIBLE_DEVICES=3 timeout 330 python3 $STEP --out $O/step_default.json 2>&1 | log step
- CUDA_VISIBLE_DEVICES=3 timeout 120 python3 -m pytest -q -rA -m gpu -p no:cacheprovider tests/test_train.py 2>&1 | log pytest
- echo "GPU 3 done at ${SECONDS}s" | log main) &
-wait
-grep -e "STEP" -e "ddp x" -e "done at" -e "Error" -e "PASSED" -e "FAILED" -e "passed" $O/all.log
+EVAL="bench/engine_bench.py --sections eval_compile --eval-images 1024 --budget-s 310"
+if [ "$N" -ge 2 ]; then
+  (CUDA_VISIBLE_DEVICES=0 timeout 330 python3 $STEP --out $O/step_h100.json 2>&1 | log step
+   CUDA_VISIBLE_DEVICES=0 timeout 240 $LOOP --out $O/loop_h100.json 2>&1 | log loop
+   echo "GPU 0 done at ${SECONDS}s" | log main) &
+  (CUDA_VISIBLE_DEVICES=1 timeout 330 python3 $EVAL --out $O/eval_h100.json 2>&1 | log eval
+   echo "GPU 1 done at ${SECONDS}s" | log main) &
+  wait
+else
+  timeout 300 python3 $STEP --out $O/step_h100.json 2>&1 | log step
+  timeout 280 python3 $EVAL --budget-s 270 --out $O/eval_h100.json 2>&1 | log eval
+fi
+grep -e "STEP" -e "ddp x" -e "images/s" -e "done at" -e "Error" $O/all.log

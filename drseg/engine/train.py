@@ -554,9 +554,7 @@ def train(
     model.train()
     it = start
     # frozen weights (the prior, CLIP's MLPs) cast to the autocast dtype once, not every step
-    casts = model_layers.frozen_casts(
-        core, amp_dtype,
-        model_layers.device_switch(model_layers.CAST_FROZEN_WEIGHTS, device.type == "cuda"))
+    casts = model_layers.frozen_casts(core, amp_dtype)  # CUDA by default (CAST_FROZEN_WEIGHTS)
     try:
         with casts:
             for it, (batch, images, masks) in zip(range(start, stop), device_batches(loader, device)):

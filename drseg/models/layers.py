@@ -223,25 +223,59 @@ def residual_attention_block(blk: nn.Module, x: torch.Tensor, causal: bool = Fal
 #: ``"always"`` (tests: under CPU autocast too), ``"never"`` (the benchmarks' baseline)
 CAST_FROZEN_WEIGHTS = "cuda"
 
+#: weight dtypes autocast casts (it leaves float64 alone), so the only ones copied
+_AUTOCAST_ELIGIBLE = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def linear_with_copy(x: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
+    """``F.linear`` on the cast copies of a frozen layer (the path :func:`frozen_casts` opens;
+    its own name so that tests can see it taken)."""
+    return F.linear(x, weight, bias)
+
+
+def _cast_forward(self, x: torch.Tensor) -> torch.Tensor:
+    cast = getattr(self, "_frozen_cast", None)  # (the form compiled and run on CUDA)
+    if cast is not None and not self.weight.requires_grad \
+            and torch.is_autocast_enabled(x.device.type) \
+            and torch.get_autocast_dtype(x.device.type) == cast[0].dtype \
+            and x.device == cast[0].device:
+        return linear_with_copy(x, cast[0], cast[1])
+    return F.linear(x, self.weight, self.bias)
+
 
 class CastLinear(nn.Linear):
     """An ``nn.Linear`` that, under autocast to the dtype of its cached copy, multiplies by that
     copy instead of casting its frozen weight again (:func:`frozen_casts`). Same parameters,
     state_dict keys and values as the layer it stands for: autocast would cast the weight and
-    bias to that dtype (round to nearest even) at every call; the copy holds that rounding."""
+    bias to that dtype (round to nearest even) at every call; the copy holds that rounding.
+    Subclasses of ``nn.Linear`` that keep its forward get a subclass of their own with this
+    forward (:func:`_cast_class`), so their other methods and ``isinstance`` still hold."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cast = getattr(self, "_frozen_cast", None)
-        if cast is not None and torch.is_autocast_enabled(x.device.type) \
-                and torch.get_autocast_dtype(x.device.type) == cast[0].dtype \
-                and x.device == cast[0].device:
-            return F.linear(x, cast[0], cast[1])
-        return F.linear(x, self.weight, self.bias)
+    forward = _cast_forward
+
+
+_CAST_CLASSES: dict[type, type] = {nn.Linear: CastLinear}
+
+
+def _cast_class(cls: type) -> type:
+    if cls not in _CAST_CLASSES:
+        _CAST_CLASSES[cls] = type("Cast" + cls.__name__, (cls,), {"forward": _cast_forward,
+                                                                   "__module__": __name__})
+    return _CAST_CLASSES[cls]
+
+
+def holds_frozen_cast(m: nn.Module) -> bool:
+    """Whether ``m`` is a layer :func:`frozen_casts` gave a copy (while its context is open)."""
+    return "_frozen_cast" in m.__dict__
 
 
 def _castable(m: nn.Module) -> bool:
-    return (isinstance(m, nn.Linear) and not isinstance(m, CastLinear)
-            and type(m).forward is nn.Linear.forward and not m.weight.requires_grad
+    from torch.nn.utils import parametrize
+
+    return (isinstance(m, nn.Linear) and type(m).forward is nn.Linear.forward
+            and not holds_frozen_cast(m) and not parametrize.is_parametrized(m)
+            and not m._forward_pre_hooks  # e.g. spectral_norm recomputes the weight there
+            and m.weight.dtype in _AUTOCAST_ELIGIBLE and not m.weight.requires_grad
             and (m.bias is None or not m.bias.requires_grad))
 
 
@@ -250,25 +284,33 @@ class frozen_casts:
     to ``dtype`` for the duration, so that autocast does not re-cast them at every step.
 
     At the paper shape the frozen DINOv3 ViT-L/16 prior (303M parameters) and CLIP's frozen
-    MLPs were cast from float32 to bfloat16 at every training step: ~1.9 GB of memory traffic,
-    one 0.35 ms kernel of the compiled step on an H200 (session 7), and ~300 small ones: with
-    the copies the step ran 0.62 ms GPU faster with 315 kernels fewer (session 8). The copies
-    cost ``dtype``'s bytes per frozen weight (0.79 GB at the paper shape) while the context is
-    open.
+    MLPs and output projections (394M frozen Linear parameters in all) were cast from float32
+    to bfloat16 at every training step: ~2.4 GB of memory traffic, among it one 0.35 ms kernel
+    of the compiled step on an H200 for the prior (session 7). With the copies the step ran
+    0.62 ms GPU faster with 315 kernels fewer (one same-call pair, session 8). The
+    copies cost ``dtype``'s bytes per frozen weight (0.79 GB at the paper shape) while the
+    context is open.
 
     The layers compute exactly what they did (the copy is the rounding autocast makes); outside
-    autocast, or under autocast to another dtype, they use their own weights. Only layers whose
-    weight and bias do not train are touched, and nothing of the state_dict changes. The
-    copies are taken on entry: load no weights into the module inside the context. Their
-    storage is marked static for CUDA graphs (``torch._dynamo.mark_static_address``).
+    autocast, under autocast to another dtype, or once a weight trains again, they use their
+    own weights. Only layers whose weight and bias do not train, in a dtype autocast casts,
+    with nn.Linear's own forward and no parametrization or forward pre-hook, are touched, and
+    nothing of the state_dict changes. The copies are taken on entry: load no weights into the
+    module inside the context. Their storage is marked static for CUDA graphs
+    (``torch._dynamo.mark_static_address``). A model compiled before the context (or used
+    compiled after it) recompiles once on the class change.
 
     Args:
         module: the model (any nn.Module).
         dtype: the autocast dtype (bfloat16 / float16), or None: do nothing.
-        enabled: False: do nothing (e.g. ``device_switch(CAST_FROZEN_WEIGHTS, is_cuda)``).
+        enabled: True / False, or None: as :data:`CAST_FROZEN_WEIGHTS` says for the device of
+            the module's first parameter.
     """
 
-    def __init__(self, module: nn.Module, dtype, enabled: bool = True):
+    def __init__(self, module: nn.Module, dtype, enabled: bool | None = None):
+        if enabled is None:
+            first = next(module.parameters(), None)
+            enabled = first is not None and device_switch(CAST_FROZEN_WEIGHTS, first.is_cuda)
         self.module, self.dtype = module, dtype
         self.enabled = bool(enabled) and dtype is not None
         self.layers: list[tuple[nn.Linear, type]] = []
@@ -277,24 +319,34 @@ class frozen_casts:
     def __enter__(self) -> "frozen_casts":
         if not self.enabled:
             return self
-        with torch.no_grad():
-            for m in self.module.modules():
-                if not _castable(m):
-                    continue
-                w = m.weight.detach().to(self.dtype).contiguous()
-                b = None if m.bias is None else m.bias.detach().to(self.dtype).contiguous()
-                for t in (w, b):
-                    if t is not None:
-                        if t.is_cuda:
-                            torch._dynamo.mark_static_address(t)
-                        self.bytes += t.numel() * t.element_size()
-                self.layers.append((m, type(m)))
-                m.__class__ = CastLinear
-                object.__setattr__(m, "_frozen_cast", (w, b))
+        try:
+            with torch.no_grad():
+                for m in self.module.modules():
+                    if _castable(m):
+                        self._take(m)
+        except BaseException:
+            self.__exit__()  # no layer may keep a copy that no context will drop
+            raise
         return self
+
+    def _take(self, m: nn.Linear) -> None:
+        w = _copy(m.weight, self.dtype)
+        b = None if m.bias is None else _copy(m.bias, self.dtype)
+        for t in (w, b):
+            if t is not None:
+                if t.is_cuda:
+                    torch._dynamo.mark_static_address(t)
+                self.bytes += t.numel() * t.element_size()
+        self.layers.append((m, type(m)))
+        m.__class__ = _cast_class(type(m))
+        object.__setattr__(m, "_frozen_cast", (w, b))
 
     def __exit__(self, *exc) -> None:
         for m, cls in self.layers:
             m.__dict__.pop("_frozen_cast", None)
             m.__class__ = cls
         self.layers = []
+
+
+def _copy(t: torch.Tensor, dtype) -> torch.Tensor:
+    return t.detach().to(dtype).contiguous()
