@@ -99,26 +99,19 @@ def test_run_layers_dispatches_each_group_norm_of_channels_last_maps(monkeypatch
     assert len(calls) == 2  # switched off: nn.GroupNorm again
 
 
-def test_tiny_model_with_the_cuda_layer_forms_matches_the_plain_model(monkeypatch):
-    """The whole tiny model with the GPU forms forced on (patch GEMMs, packed attention,
-    text tokens cut after the longest sentence, channels-last aggregator volume, decoder and
-    guidance upsampler, NHWC GroupNorm, padded head): the same loss and gradients (the text tower's q/v gradients
-    checked on their own too)."""
+def _tiny_step(amp_dtype=None, device="cpu"):
+    """The tiny model (seed 0), one fixed batch of 2 and a ``run()`` that returns the loss and
+    the gradients of one StepLoss forward + backward."""
     from drseg.engine.train import StepLoss
-    from drseg.models import aggregator, layers
-    from drseg.models import clip as clip_lib
     from drseg.models.drseg import build_model, make_config
 
     torch.manual_seed(0)
-    model = build_model(make_config("tiny"))
-    assert type(model.clip.visual.conv1) is PatchConv2d
-    assert type(model.prior.model.patch_embed.proj) is PatchConv2d
-    vocab = ["roof", "tree", "water"]
+    model = build_model(make_config("tiny")).to(device)
     g = torch.Generator().manual_seed(1)
     size = model.cfg.image_size
-    images = torch.rand(2, 3, size, size, generator=g) * 255
-    masks = torch.randint(0, 3, (2, size, size), generator=g)
-    step = StepLoss(model, vocab, None)
+    images = (torch.rand(2, 3, size, size, generator=g) * 255).to(device)
+    masks = torch.randint(0, 3, (2, size, size), generator=g).to(device)
+    step = StepLoss(model, ["roof", "tree", "water"], amp_dtype)
 
     def run():
         model.zero_grad(set_to_none=True)
@@ -127,6 +120,20 @@ def test_tiny_model_with_the_cuda_layer_forms_matches_the_plain_model(monkeypatc
         return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
                                if p.grad is not None}
 
+    return model, run
+
+
+def test_tiny_model_with_the_cuda_layer_forms_matches_the_plain_model(monkeypatch):
+    """The whole tiny model with the GPU forms forced on (patch GEMMs, packed attention,
+    text tokens cut after the longest sentence, channels-last aggregator volume, decoder and
+    guidance upsampler, NHWC GroupNorm, padded head): the same loss and gradients (the text tower's q/v gradients
+    checked on their own too)."""
+    from drseg.models import aggregator, layers
+    from drseg.models import clip as clip_lib
+
+    model, run = _tiny_step()
+    assert type(model.clip.visual.conv1) is PatchConv2d
+    assert type(model.prior.model.patch_embed.proj) is PatchConv2d
     ref_loss, ref_grads = run()
     monkeypatch.setattr(layers, "PATCH_GEMM", "always")
     monkeypatch.setattr(layers, "PACKED_ATTENTION", "always")
@@ -307,30 +314,12 @@ def test_frozen_casts_change_no_bit_of_the_step_under_autocast(monkeypatch, devi
     prior's, CLIP's MLPs) cast once by ``frozen_casts``: the loss bitwise as without, and every
     gradient too on the CPU (on CUDA, where some backward kernels accumulate with atomics in
     no fixed order, within 1e-5 of the gradients' norm plus what two runs without the copies
-    differ by); the prior's layers and CLIP's frozen
-    ones were swapped, the trainable ones not; the state_dict is untouched inside, and the
-    classes are back after."""
-    from drseg.engine.train import StepLoss
+    differ by); the prior's layers and CLIP's frozen ones were swapped, the trainable ones
+    not; the state_dict is untouched inside, and the classes are back after."""
     from drseg.models import layers
-    from drseg.models.drseg import build_model, make_config
 
     monkeypatch.setattr(layers, "PACKED_ATTENTION", packed)
-    torch.manual_seed(0)
-    model = build_model(make_config("tiny")).to(device)
-    vocab = ["roof", "tree", "water"]
-    g = torch.Generator().manual_seed(1)
-    size = model.cfg.image_size
-    images = (torch.rand(2, 3, size, size, generator=g) * 255).to(device)
-    masks = torch.randint(0, 3, (2, size, size), generator=g).to(device)
-    step = StepLoss(model, vocab, torch.bfloat16)  # autocast to bfloat16 on the model's device
-
-    def run():
-        model.zero_grad(set_to_none=True)
-        loss = step(images, masks)
-        loss.backward()
-        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
-                               if p.grad is not None}
-
+    model, run = _tiny_step(torch.bfloat16, device)  # autocast to bfloat16 on the device
     ref_loss, ref_grads = run()
     # CUDA: what two runs of the same code differ by (atomic accumulation order)
     noise = 0.0 if device == "cpu" else sum(float((g - ref_grads[k]).norm() ** 2)
