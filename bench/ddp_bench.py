@@ -43,9 +43,9 @@ def run(args) -> None:
     switches = set_switches(args.set)
     if args.no_optimize_ddp:  # one graph; DDP all-reduces after the whole backward
         torch._dynamo.config.optimize_ddp = False
-    import drseg.engine.train as train_mod
-
     if args.ddp_cuda_graphs:
+        import drseg.engine.train as train_mod
+
         train_mod.CUDA_GRAPHS_UNDER_DDP = True
     info = init_distributed("cpu" if args.quick else "auto")
     device = info.device
@@ -95,8 +95,7 @@ def run(args) -> None:
                "iterations": args.iterations, "workers_per_process": args.workers,
                "compile": args.compile, "compile_mode": args.compile_mode if args.compile else None,
                "fused_optimizer": args.fused_optimizer,
-               "optimize_ddp": not args.no_optimize_ddp, "ddp_cuda_graphs": bool(args.compile and info.distributed and train_mod.CUDA_GRAPHS_UNDER_DDP
-                                       and args.compile_mode in train_mod.CUDA_GRAPH_MODES),
+               "optimize_ddp": not args.no_optimize_ddp, "ddp_cuda_graphs": res.cuda_graphs and info.distributed,
                "switches": switches,
                "ms_per_it_steady": ms, "steady_from_to": [i0, i1],
                "ms_per_it_windows": windows,

@@ -150,6 +150,7 @@ class TrainResult:
     wall_s: float
     resumed_from: int
     model_path: Path | None
+    cuda_graphs: bool = False  # the compiled step kept its CUDA graphs (also under DDP)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -594,7 +595,7 @@ def train(
             train_dataset=train_dataset, channel_index=channel_index)
     final = losses[-1][1] if losses else math.nan
     return TrainResult(iterations=stop, final_loss=final, losses=losses, wall_s=wall,
-                       resumed_from=resumed_from, model_path=model_path)
+                       resumed_from=resumed_from, model_path=model_path, cuda_graphs=graphed)
 
 
 def _save_state(path, core, optimizer, scheduler, done, fingerprint, code, losses) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 
 def device_switch(mode: str, is_cuda: bool) -> bool:
@@ -270,8 +271,6 @@ def holds_frozen_cast(m: nn.Module) -> bool:
 
 
 def _castable(m: nn.Module) -> bool:
-    from torch.nn.utils import parametrize
-
     return (isinstance(m, nn.Linear) and type(m).forward is nn.Linear.forward
             and not holds_frozen_cast(m) and not parametrize.is_parametrized(m)
             and not m._forward_pre_hooks  # e.g. spectral_norm recomputes the weight there
