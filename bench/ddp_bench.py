@@ -49,10 +49,6 @@ def run(args) -> None:
         train_mod.CUDA_GRAPHS_UNDER_DDP = True
     info = init_distributed("cpu" if args.quick else "auto")
     device = info.device
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
     preset = "tiny" if args.quick else "vitb16-384"
     cfg, model = build(preset, device)
     ds = _RandomCrops(64, 96 if args.quick else 512, len(DLRSD))
@@ -60,7 +56,8 @@ def run(args) -> None:
     tc = TrainConfig(iterations=args.iterations, batch_size=batch, crop=cfg.image_size,
                      num_workers=args.workers, checkpoint_every=10**6, log_every=args.log_every,
                      device=device.type, compile=args.compile,
-                     compile_mode=args.compile_mode, fused_optimizer=args.fused_optimizer)
+                     compile_mode=args.compile_mode, fused_optimizer=args.fused_optimizer,
+                     tf32=args.tf32, cudnn_benchmark=args.cudnn_benchmark)
     stamps = []
     params = [p for p in model.parameters() if p.requires_grad]
     start = torch.cat([p.detach().float().flatten() for p in params])
@@ -95,6 +92,7 @@ def run(args) -> None:
                "iterations": args.iterations, "workers_per_process": args.workers,
                "compile": args.compile, "compile_mode": args.compile_mode if args.compile else None,
                "fused_optimizer": args.fused_optimizer,
+               "tf32": args.tf32, "cudnn_benchmark": args.cudnn_benchmark,
                "optimize_ddp": not args.no_optimize_ddp, "ddp_cuda_graphs": res.cuda_graphs and info.distributed,
                "switches": switches,
                "ms_per_it_steady": ms, "steady_from_to": [i0, i1],
@@ -157,6 +155,10 @@ def main(argv=None) -> None:
                     help="train.fused_optimizer: the fused AdamW kernel (the engine's default since session 8; "
                          "--no-fused-optimizer: the foreach AdamW; engine_breakdown.py's step always "
                          "uses the fused one)")
+    ap.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
+                    help="train.tf32 (the engine's default: on; train() applies it)")
+    ap.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True,
+                    help="train.cudnn_benchmark (the engine's default: on; train() applies it)")
     ap.add_argument("--set", action="append", default=[], metavar="MODULE.ATTR=VALUE",
                     help="set a module switch first, e.g. drseg.engine.train.PREFETCH_TO_DEVICE=false")
     ap.add_argument("--ddp-cuda-graphs", action="store_true",

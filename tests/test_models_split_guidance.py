@@ -289,3 +289,90 @@ def test_cached_bilinear_matrix_is_built_once_and_equals_a_fresh_one():
     a = cached_bilinear_matrix(12, 24, torch.device("cpu"), torch.bfloat16)
     assert a is cached_bilinear_matrix(12, 24, torch.device("cpu"), torch.bfloat16)
     assert a.dtype == torch.bfloat16 and torch.equal(a, bilinear_matrix(12, 24, "cpu", torch.bfloat16))
+
+
+def _attention_inputs(dtype=torch.float32, device="cpu"):
+    torch.manual_seed(7)
+    q, k, v = (torch.randn(6, 3, 16, 8, dtype=dtype, device=device, requires_grad=True)
+               for _ in range(3))
+    bias = torch.randn(1, 3, 16, 16, dtype=torch.float32, device=device, requires_grad=True)
+    return q, k, v, bias
+
+
+@pytest.mark.parametrize("mode", ["sdpa", "explicit", "explicit_bf16", "flex"])
+def test_window_attention_modes_equal_the_direct_computation(mode):
+    """softmax(q k^T / sqrt(d) + bias) v, with the gradients of q, k, v and the shared bias."""
+    from drseg.models.aggregator import window_attention
+
+    q, k, v, bias = _attention_inputs()
+    ref = torch.softmax(q @ k.transpose(-1, -2) / 8 ** 0.5 + bias, dim=-1) @ v
+    if mode == "flex":  # FlexAttention has no backward on the CPU: the GPU test covers it
+        out = window_attention(q.detach(), k.detach(), v.detach(), bias.detach(), mode=mode)
+        assert out.shape == ref.shape and _rel(out, ref) < 1e-5
+        return
+    out = window_attention(q, k, v, bias, mode=mode)
+    assert out.shape == ref.shape and out.dtype == v.dtype
+    assert _rel(out, ref) < 1e-5
+    w = torch.randn_like(ref)
+    grads = torch.autograd.grad((out * w).sum(), [q, k, v, bias])
+    grads_ref = torch.autograd.grad((ref * w).sum(), [q, k, v, bias])
+    for a, b in zip(grads, grads_ref):
+        assert a.shape == b.shape and _rel(a, b) < 1e-4
+
+
+def test_window_attention_switch_applies_on_cuda_only(monkeypatch):
+    """The CPU path stays ``scaled_dot_product_attention`` whatever the switch says; an
+    unknown mode names the switch."""
+    import drseg.models.aggregator as agg
+
+    calls = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(agg.F, "scaled_dot_product_attention",
+                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    monkeypatch.setattr(agg, "WINDOW_ATTENTION", "explicit")
+    q, k, v, bias = _attention_inputs()
+    agg.window_attention(q, k, v, bias)
+    assert calls == [1]
+    agg.window_attention(q, k, v, bias, mode="explicit")
+    assert calls == [1]
+    with pytest.raises(Exception, match="WINDOW_ATTENTION is 'fast'"):
+        agg.window_attention(q, k, v, bias, mode="fast")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["sdpa", "explicit", "explicit_bf16", "flex"])
+@pytest.mark.parametrize("shift", [0, 6])
+def test_window_attention_modes_on_cuda_match_float64(monkeypatch, mode, shift):
+    """A Swin block of the paper's window (12) on CUDA under bf16 autocast, compiled, in each
+    mode: output and gradients within bf16 error of the same block in float64."""
+    import copy
+
+    import drseg.models.aggregator as agg
+
+    torch.manual_seed(shift)
+    blk = GuidedSwinBlock(64, 32, window=12, shift=shift, heads=2).cuda()
+    with torch.no_grad():
+        blk.attn.bias_table.normal_()
+    x, g = torch.randn(12, 24, 24, 64, device="cuda"), torch.randn(4, 24, 24, 32, device="cuda")
+    w = torch.randn(12, 24, 24, 64, device="cuda", dtype=torch.float64)
+
+    def run(b, dtype, autocast):
+        xx = x.to(dtype).requires_grad_(True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            out = b(xx, g.to(dtype), 3)
+        grads = torch.autograd.grad((out.double() * w).sum(), [xx, blk_params(b)])
+        return [out.double(), *[t.double() for t in grads]]
+
+    def blk_params(b):
+        return getattr(b, "_orig_mod", b).attn.bias_table
+
+    monkeypatch.setattr(agg, "WINDOW_ATTENTION", "sdpa")
+    ref = run(copy.deepcopy(blk).double(), torch.float64, False)
+    monkeypatch.setattr(agg, "WINDOW_ATTENTION", mode)
+    torch._dynamo.reset()
+    try:
+        got = run(torch.compile(blk), torch.float32, True)
+    finally:
+        torch._dynamo.reset()
+    for a, b in zip(got, ref):
+        assert _rel(a, b) < 3e-2

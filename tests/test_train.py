@@ -445,3 +445,34 @@ def test_nan_loss_with_frozen_casts_gives_the_layers_back(tmp_path, monkeypatch)
               progress=False)
     assert {n: type(m) for n, m in model.named_modules()} == classes
     assert not any(layers.holds_frozen_cast(m) for m in model.modules())
+
+
+def test_cuda_math_sets_tf32_and_cudnn_search_on_cuda_and_restores_them():
+    """train() and evaluate_dataset() run under these settings on CUDA (train.tf32,
+    train.cudnn_benchmark); the previous ones come back, also after an error; the CPU
+    is left alone."""
+    from drseg.engine.distributed import cuda_math
+
+    flags = (lambda: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+                      torch.backends.cudnn.benchmark))
+    before = flags()
+    for tf32, bench in ((True, True), (False, False), (True, False)):
+        with cuda_math(torch.device("cuda"), tf32, bench):
+            assert flags() == (tf32, tf32, bench)
+        assert flags() == before
+    with pytest.raises(RuntimeError, match="boom"):
+        with cuda_math(torch.device("cuda"), not before[0], not before[2]):
+            raise RuntimeError("boom")
+    assert flags() == before
+    with cuda_math(torch.device("cpu"), not before[0], not before[2]):
+        assert flags() == before
+
+
+def test_tf32_and_cudnn_benchmark_params_are_checked():
+    from drseg.engine.evaluate import EvalConfig
+
+    assert TrainConfig.from_params({"tf32": False, "cudnn_benchmark": False}).tf32 is False
+    with pytest.raises(DrsegInputError, match="train.tf32: expected true/false"):
+        TrainConfig.from_params({"tf32": "yes"})
+    with pytest.raises(DrsegInputError, match="evaluate.cudnn_benchmark: expected true/false"):
+        EvalConfig.from_params({"cudnn_benchmark": 1})

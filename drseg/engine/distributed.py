@@ -8,6 +8,7 @@ No device id is ever hard-coded: process ``LOCAL_RANK`` uses ``cuda:LOCAL_RANK``
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import subprocess
@@ -21,7 +22,7 @@ import torch.distributed as dist
 from drseg.errors import DrsegInputError
 
 __all__ = ["DistInfo", "under_launcher", "init_distributed", "cleanup", "launch", "all_reduce_sum",
-           "resolve_device", "barrier"]
+           "resolve_device", "barrier", "cuda_math"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +41,30 @@ class DistInfo:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+
+@contextlib.contextmanager
+def cuda_math(device: torch.device, tf32: bool, cudnn_benchmark: bool):
+    """On CUDA, for the duration of the block: TF32 tensor cores for float32 matmuls and
+    convolutions (``tf32``) and cuDNN's algorithm search (``cudnn_benchmark``); the previous
+    settings come back afterwards. Nothing on other devices.
+
+    Under bf16 autocast most matmuls are bf16 already; TF32 reaches the float32 ones (losses,
+    autocast-disabled blocks). The engine's benchmarks measure with both on.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+           torch.backends.cudnn.benchmark)
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    try:
+        yield
+    finally:
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+         torch.backends.cudnn.benchmark) = old
 
 
 def under_launcher() -> bool:

@@ -34,7 +34,7 @@ from drseg.atomic import atomic_write_text
 from drseg.data.dataset import SegDataset
 from drseg.data.labels import check_label_ids
 from drseg.data.transforms import IGNORE, resize_image, resize_short_side
-from drseg.engine.distributed import DistInfo, all_reduce_sum
+from drseg.engine.distributed import DistInfo, all_reduce_sum, cuda_math
 from drseg.engine.metrics import confusion_matrix_unchecked, mean_over_datasets, summarize
 from drseg.errors import DrsegInputError
 
@@ -64,6 +64,8 @@ class EvalConfig:
     amp: str = "auto"            # auto (bf16 on CUDA) | bf16 | off
     channels_last: bool = False  # CUDA only; measured 29% slower on H100 (reports/bench)
     compile: bool = False        # torch.compile the model (CUDA only; the stage applies it)
+    tf32: bool = True            # TF32 for float32 matmuls / convolutions (CUDA only)
+    cudnn_benchmark: bool = True  # cuDNN algorithm search (CUDA only)
 
     @classmethod
     def from_params(cls, block: Mapping[str, Any], **overrides: Any) -> "EvalConfig":
@@ -89,7 +91,7 @@ class EvalConfig:
                                   f"window (input_size {self.input_size})")
         if self.amp not in ("auto", "bf16", "off"):
             raise DrsegInputError(f"evaluate.amp: expected auto, bf16 or off, got {self.amp!r}")
-        for name in ("channels_last", "compile"):
+        for name in ("channels_last", "compile", "tf32", "cudnn_benchmark"):
             if not isinstance(getattr(self, name), bool):
                 raise DrsegInputError(f"evaluate.{name}: expected true/false, got "
                                       f"{getattr(self, name)!r}")
@@ -340,21 +342,22 @@ def evaluate_dataset(model: torch.nn.Module, dataset: Dataset, vocab: Sequence[s
     model.eval()
     n = 0
     t0 = time.perf_counter()
-    for batch in tqdm(_model_batches(loader, cfg.batch_size), desc=desc, unit="batch",
-                      total=math.ceil(len(indices) / cfg.batch_size),
-                      disable=not (progress and info.is_main),
-                      dynamic_ncols=True, leave=False):
-        images = _prepare_images(batch["image"], cfg, device)
-        masks = [m.to(device, non_blocking=True) for m in batch["mask"]]
-        if cfg.mode == "noslide":
-            scores = _forward(model, images, vocab, cfg, device)
-        else:
-            scores = _slide_scores(model, images, vocab, cfg, device)
-        for pred, gt in zip(_scores_to_labels(scores, masks), masks):
-            conf += confusion_matrix_unchecked(pred, gt, len(vocab))  # no host sync
-        n += len(masks)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    with cuda_math(device, cfg.tf32, cfg.cudnn_benchmark):
+        for batch in tqdm(_model_batches(loader, cfg.batch_size), desc=desc, unit="batch",
+                          total=math.ceil(len(indices) / cfg.batch_size),
+                          disable=not (progress and info.is_main),
+                          dynamic_ncols=True, leave=False):
+            images = _prepare_images(batch["image"], cfg, device)
+            masks = [m.to(device, non_blocking=True) for m in batch["mask"]]
+            if cfg.mode == "noslide":
+                scores = _forward(model, images, vocab, cfg, device)
+            else:
+                scores = _slide_scores(model, images, vocab, cfg, device)
+            for pred, gt in zip(_scores_to_labels(scores, masks), masks):
+                conf += confusion_matrix_unchecked(pred, gt, len(vocab))  # no host sync
+            n += len(masks)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
     secs = time.perf_counter() - t0
     all_reduce_sum(conf, info)
     return conf, {"images": n, "seconds": secs, "images_per_s": n / secs if secs > 0 else math.nan}

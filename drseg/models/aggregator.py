@@ -33,6 +33,16 @@ from drseg.models.layers import device_switch
 #: the whole compiled training step 45.83 against 45.30 (more pointwise time).
 CHANNELS_LAST_VOLUME = "never"
 
+#: how :func:`window_attention` runs on CUDA (the CPU always takes ``"sdpa"``):
+#: ``"sdpa"`` is ``scaled_dot_product_attention`` with the bias as its mask (on CUDA the
+#: memory-efficient kernel, the one of PyTorch's fused kernels that trains a bias);
+#: ``"explicit"`` writes the scores out (fp32 scores, softmax in fp32, probabilities rounded
+#: to the value dtype, as the fused kernels do) for inductor to fuse around two batched GEMMs;
+#: ``"explicit_bf16"`` the same with the scores in the autocast dtype (as CAT-Seg under AMP);
+#: ``"flex"`` is ``flex_attention`` with the bias as a score modification (compiled only).
+WINDOW_ATTENTION = "sdpa"
+WINDOW_ATTENTION_MODES = ("sdpa", "explicit", "explicit_bf16", "flex")
+
 
 class GuidedWindowAttention(nn.Module):
     """Window attention with relative position bias; q, k see ``[x || guidance]``, v sees x.
@@ -104,8 +114,7 @@ class GuidedWindowAttention(nn.Module):
             # contiguous: the memory-efficient SDPA kernel (the one that trains a bias) takes a
             # mask only with unit stride along the keys; the permuted view (stride heads) sent
             # this block to the math path on CUDA, eager and compiled (bench/sdpa_probe.py)
-            bias = bias.contiguous().unsqueeze(0).to(q.dtype).expand(n, -1, -1, -1)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+            out = window_attention(q, k, v, bias.contiguous().unsqueeze(0))
             return self.proj(out.transpose(1, 2).reshape(n, L, dim))
         # the shift mask depends on the window: windows x heads as the head axis, so that one
         # (1, nW*heads, L, L) bias broadcasts over the N maps (no per-map copy of the mask)
@@ -116,10 +125,50 @@ class GuidedWindowAttention(nn.Module):
             return t.reshape(maps, windows * heads, L, hd)
 
         bias = (bias.unsqueeze(0) + mask.unsqueeze(1).to(bias.dtype))  # (nW, heads, L, L)
-        bias = bias.reshape(1, windows * heads, L, L).to(q.dtype).expand(maps, -1, -1, -1)
-        out = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=bias)
+        out = window_attention(split(q), split(k), split(v), bias.reshape(1, windows * heads, L, L))
         out = out.view(maps, windows, heads, L, hd).permute(0, 1, 3, 2, 4).reshape(n, L, dim)
         return self.proj(out)
+
+
+def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     bias: torch.Tensor, mode: str | None = None) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d) + bias) v``, the attention of Swin's window blocks.
+
+    Args:
+        q, k, v: (n, H, L, d) (the dtype autocast gives them).
+        bias: (1, H, L, L) additive bias shared by the n batches (float32, may train).
+        mode: one of :data:`WINDOW_ATTENTION_MODES`; None: :data:`WINDOW_ATTENTION` on CUDA,
+            ``"sdpa"`` on the CPU.
+
+    Returns:
+        (n, H, L, d) in the dtype of v.
+    """
+    if mode is None:
+        mode = WINDOW_ATTENTION if q.is_cuda else "sdpa"
+    if mode == "explicit":
+        scale = q.shape[-1] ** -0.5
+        acc = torch.promote_types(q.dtype, torch.float32)
+        with torch.autocast(q.device.type, enabled=False):
+            s = torch.matmul(q.to(acc) * scale, k.to(acc).transpose(-2, -1)) + bias.to(acc)
+            p = torch.softmax(s, dim=-1).to(v.dtype)
+            return torch.matmul(p, v)
+    if mode == "explicit_bf16":
+        s = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1))
+        p = torch.softmax(s.float() + bias.float(), dim=-1).to(v.dtype)
+        return torch.matmul(p, v)
+    if mode == "flex":
+        from torch.nn.attention.flex_attention import flex_attention
+
+        b = bias[0].to(q.dtype)
+
+        def score_mod(score, batch, head, qi, ki):
+            return score + b[head, qi, ki]
+
+        return flex_attention(q, k, v.to(q.dtype), score_mod=score_mod)
+    if mode != "sdpa":
+        raise DrsegInputError(f"aggregator.WINDOW_ATTENTION is {mode!r}: one of "
+                              f"{WINDOW_ATTENTION_MODES}")
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype).expand(q.shape[0], -1, -1, -1))
 
 
 def shift_window_mask(h: int, w: int, window: int, shift: int,
