@@ -299,7 +299,7 @@ def _attention_inputs(dtype=torch.float32, device="cpu"):
     return q, k, v, bias
 
 
-@pytest.mark.parametrize("mode", ["sdpa", "explicit", "explicit_bf16", "flex"])
+@pytest.mark.parametrize("mode", ["sdpa", "flex"])
 def test_window_attention_modes_equal_the_direct_computation(mode):
     """softmax(q k^T / sqrt(d) + bias) v, with the gradients of q, k, v and the shared bias."""
     from drseg.models.aggregator import window_attention
@@ -320,35 +320,52 @@ def test_window_attention_modes_equal_the_direct_computation(mode):
         assert a.shape == b.shape and _rel(a, b) < 1e-4
 
 
-def test_window_attention_switch_applies_on_cuda_only(monkeypatch):
-    """The CPU path stays ``scaled_dot_product_attention`` whatever the switch says; an
-    unknown mode names the switch."""
-    import drseg.models.aggregator as agg
+def _count_flex(monkeypatch):
+    """Counts calls of FlexAttention (at trace time under torch.compile)."""
+    import torch.nn.attention.flex_attention as fa
 
     calls = []
-    real = F.scaled_dot_product_attention
-    monkeypatch.setattr(agg.F, "scaled_dot_product_attention",
-                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
-    monkeypatch.setattr(agg, "WINDOW_ATTENTION", "explicit")
+    real = fa.flex_attention
+    monkeypatch.setattr(fa, "flex_attention", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    return calls
+
+
+def test_window_attention_takes_flex_only_when_compiled_for_cuda(monkeypatch):
+    """On the CPU, eager or compiled, the switch keeps SDPA (the CPU path is unchanged); an
+    unknown switch value or mode is named."""
+    import drseg.models.aggregator as agg
+
+    flex = _count_flex(monkeypatch)
+    monkeypatch.setattr(agg, "WINDOW_ATTENTION", "flex")
     q, k, v, bias = _attention_inputs()
-    agg.window_attention(q, k, v, bias)
-    assert calls == [1]
-    agg.window_attention(q, k, v, bias, mode="explicit")
-    assert calls == [1]
+    ref = agg.window_attention(q, k, v, bias, mode="sdpa")
+    assert torch.equal(agg.window_attention(q, k, v, bias), ref)
+    torch._dynamo.reset()
+    try:
+        compiled = torch.compile(agg.window_attention, backend="eager", fullgraph=True)
+        assert torch.equal(compiled(q, k, v, bias), ref)
+    finally:
+        torch._dynamo.reset()
+    assert flex == []
+    monkeypatch.setattr(agg, "WINDOW_ATTENTION", "fast")
     with pytest.raises(Exception, match="WINDOW_ATTENTION is 'fast'"):
+        agg.window_attention(q, k, v, bias)
+    with pytest.raises(Exception, match="mode 'fast'"):
         agg.window_attention(q, k, v, bias, mode="fast")
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("mode", ["sdpa", "explicit", "explicit_bf16", "flex"])
+@pytest.mark.parametrize("mode", ["sdpa", "flex"])
 @pytest.mark.parametrize("shift", [0, 6])
 def test_window_attention_modes_on_cuda_match_float64(monkeypatch, mode, shift):
-    """A Swin block of the paper's window (12) on CUDA under bf16 autocast, compiled, in each
-    mode: output and gradients within bf16 error of the same block in float64."""
+    """A Swin block of the paper's window (12) on CUDA under bf16 autocast, compiled, with the
+    switch on each mode: output and gradients within bf16 error of the same block in float64;
+    "flex" takes FlexAttention, "sdpa" does not."""
     import copy
 
     import drseg.models.aggregator as agg
 
+    flex = _count_flex(monkeypatch)
     torch.manual_seed(shift)
     blk = GuidedSwinBlock(64, 32, window=12, shift=shift, heads=2).cuda()
     with torch.no_grad():
@@ -360,19 +377,21 @@ def test_window_attention_modes_on_cuda_match_float64(monkeypatch, mode, shift):
         xx = x.to(dtype).requires_grad_(True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
             out = b(xx, g.to(dtype), 3)
-        grads = torch.autograd.grad((out.double() * w).sum(), [xx, blk_params(b)])
+        table = getattr(b, "_orig_mod", b).attn.bias_table
+        grads = torch.autograd.grad((out.double() * w).sum(), [xx, table])
         return [out.double(), *[t.double() for t in grads]]
-
-    def blk_params(b):
-        return getattr(b, "_orig_mod", b).attn.bias_table
 
     monkeypatch.setattr(agg, "WINDOW_ATTENTION", "sdpa")
     ref = run(copy.deepcopy(blk).double(), torch.float64, False)
     monkeypatch.setattr(agg, "WINDOW_ATTENTION", mode)
+    eager = run(blk, torch.float32, True)
+    assert flex == []  # eager CUDA keeps SDPA
     torch._dynamo.reset()
     try:
         got = run(torch.compile(blk), torch.float32, True)
     finally:
         torch._dynamo.reset()
-    for a, b in zip(got, ref):
+    assert bool(flex) == (mode == "flex")
+    for a, b, c in zip(got, ref, eager):
         assert _rel(a, b) < 3e-2
+        assert _rel(a, b) < 1.5 * _rel(c, b) + 1e-3  # no worse than the eager SDPA block

@@ -33,15 +33,16 @@ from drseg.models.layers import device_switch
 #: the whole compiled training step 45.83 against 45.30 (more pointwise time).
 CHANNELS_LAST_VOLUME = "never"
 
-#: how :func:`window_attention` runs on CUDA (the CPU always takes ``"sdpa"``):
-#: ``"sdpa"`` is ``scaled_dot_product_attention`` with the bias as its mask (on CUDA the
-#: memory-efficient kernel, the one of PyTorch's fused kernels that trains a bias);
-#: ``"explicit"`` writes the scores out (fp32 scores, softmax in fp32, probabilities rounded
-#: to the value dtype, as the fused kernels do) for inductor to fuse around two batched GEMMs;
-#: ``"explicit_bf16"`` the same with the scores in the autocast dtype (as CAT-Seg under AMP);
-#: ``"flex"`` is ``flex_attention`` with the bias as a score modification (compiled only).
-WINDOW_ATTENTION = "sdpa"
-WINDOW_ATTENTION_MODES = ("sdpa", "explicit", "explicit_bf16", "flex")
+#: how :func:`window_attention` runs: ``"flex"`` takes FlexAttention (the bias as a score
+#: modification, one Triton kernel forward and one backward) where the model is compiled on
+#: CUDA, and ``scaled_dot_product_attention`` elsewhere (eager FlexAttention is an unfused
+#: reference; the CPU has no FlexAttention backward). ``"sdpa"`` takes SDPA everywhere: on CUDA
+#: the memory-efficient kernel, the one fused SDPA kernel that trains a bias. On an H200
+#: (session 9, call 1) the compiled paper-shape step took 42.50 ms of GPU time with ``"flex"``
+#: against 44.39 with ``"sdpa"``; scores written out in float32 for inductor (44.78, +1 GiB)
+#: were dropped. The CPU path is the same either way.
+WINDOW_ATTENTION = "flex"
+WINDOW_ATTENTION_MODES = ("flex", "sdpa")
 
 
 class GuidedWindowAttention(nn.Module):
@@ -135,40 +136,34 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """``softmax(q k^T / sqrt(d) + bias) v``, the attention of Swin's window blocks.
 
     Args:
-        q, k, v: (n, H, L, d) (the dtype autocast gives them).
-        bias: (1, H, L, L) additive bias shared by the n batches (float32, may train).
-        mode: one of :data:`WINDOW_ATTENTION_MODES`; None: :data:`WINDOW_ATTENTION` on CUDA,
-            ``"sdpa"`` on the CPU.
+        q, k, v: (n, H, L, d) of one dtype (the one autocast gives them).
+        bias: (1, H, L, L) additive bias shared by the n batches (float32, may train; used
+            in the dtype of q, as SDPA's fused kernels take it).
+        mode: ``"flex"`` or ``"sdpa"``; None: ``"flex"`` when :data:`WINDOW_ATTENTION` says so
+            and the call is being compiled for CUDA, else ``"sdpa"``.
 
     Returns:
-        (n, H, L, d) in the dtype of v.
+        (n, H, L, d) in the dtype of q.
     """
     if mode is None:
-        mode = WINDOW_ATTENTION if q.is_cuda else "sdpa"
-    if mode == "explicit":
-        scale = q.shape[-1] ** -0.5
-        acc = torch.promote_types(q.dtype, torch.float32)
-        with torch.autocast(q.device.type, enabled=False):
-            s = torch.matmul(q.to(acc) * scale, k.to(acc).transpose(-2, -1)) + bias.to(acc)
-            p = torch.softmax(s, dim=-1).to(v.dtype)
-            return torch.matmul(p, v)
-    if mode == "explicit_bf16":
-        s = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1))
-        p = torch.softmax(s.float() + bias.float(), dim=-1).to(v.dtype)
-        return torch.matmul(p, v)
+        if WINDOW_ATTENTION not in WINDOW_ATTENTION_MODES:
+            raise DrsegInputError(f"aggregator.WINDOW_ATTENTION is {WINDOW_ATTENTION!r}: one of "
+                                  f"{WINDOW_ATTENTION_MODES}")
+        flex = WINDOW_ATTENTION == "flex" and q.is_cuda and torch.compiler.is_compiling()
+        mode = "flex" if flex else "sdpa"
+    bias = bias.to(q.dtype)
     if mode == "flex":
         from torch.nn.attention.flex_attention import flex_attention
 
-        b = bias[0].to(q.dtype)
+        table = bias[0]
 
-        def score_mod(score, batch, head, qi, ki):
-            return score + b[head, qi, ki]
+        def score_mod(score, batch, head, q_idx, kv_idx):
+            return score + table[head, q_idx, kv_idx]
 
-        return flex_attention(q, k, v.to(q.dtype), score_mod=score_mod)
+        return flex_attention(q, k, v, score_mod=score_mod)
     if mode != "sdpa":
-        raise DrsegInputError(f"aggregator.WINDOW_ATTENTION is {mode!r}: one of "
-                              f"{WINDOW_ATTENTION_MODES}")
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype).expand(q.shape[0], -1, -1, -1))
+        raise DrsegInputError(f"window_attention: mode {mode!r} is not one of {WINDOW_ATTENTION_MODES}")
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.expand(q.shape[0], -1, -1, -1))
 
 
 def shift_window_mask(h: int, w: int, window: int, shift: int,
