@@ -6,6 +6,7 @@ import contextlib
 import os
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -28,15 +29,15 @@ def _cfg():
 
 
 @contextlib.contextmanager
-def _rank(rank: int, world: int, port: int):
-    """This process as rank ``rank`` of a gloo group of ``world`` (one thread); restores the
-    environment and thread count afterwards."""
+def _rank(rank: int, world: int, port: int, device: str = "cpu"):
+    """This process as rank ``rank`` of a group of ``world`` (gloo on the CPU with one thread,
+    NCCL on ``cuda:rank``); restores the environment and thread count afterwards."""
     saved = dict(os.environ)
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    info = init_distributed("cpu")
+    info = init_distributed(device)
     try:
         yield info
     finally:
@@ -84,36 +85,41 @@ def test_two_process_gloo_matches_one_process(tmp_path):
                                torch.tensor([l for _, l, _ in two["losses"]]), rtol=1e-4, atol=1e-6)
 
 
-def _resume_job(rank: int, world: int, port: int, out: str, fingerprints: tuple) -> None:
+def _resume_job(rank: int, world: int, port: int, out: str, fingerprints: tuple,
+                device: str = "cpu") -> None:
     """Train 2 of 6 iterations (state kept), then rerun with this rank's fingerprint."""
     from test_train import ColourBlobs, TinySeg
 
-    with _rank(rank, world, port) as info:
+    with _rank(rank, world, port, device) as info:
         cfg = TrainConfig(iterations=6, batch_size=4, lr=1e-2, crop=16, checkpoint_every=2, seed=0)
         run = os.path.join(out, "run")
-        first = train(TinySeg(), ColourBlobs(n=12, h=16, w=16), VOCAB, cfg, run, model_cfg={},
-                      train_dataset="blobs", fingerprint="fp", dist_info=info, progress=False,
-                      stop_after=2)
-        again = train(TinySeg(), ColourBlobs(n=12, h=16, w=16), VOCAB, cfg, run, model_cfg={},
+        first = train(TinySeg().to(info.device), ColourBlobs(n=12, h=16, w=16), VOCAB, cfg, run,
+                      model_cfg={}, train_dataset="blobs", fingerprint="fp", dist_info=info,
+                      progress=False, stop_after=2)
+        again = train(TinySeg().to(info.device), ColourBlobs(n=12, h=16, w=16), VOCAB, cfg, run,
+                      model_cfg={},
                       train_dataset="blobs", fingerprint=fingerprints[rank], dist_info=info,
                       progress=False)
         torch.save({"first": first.iterations, "resumed_from": again.resumed_from,
                     "iterations": again.iterations}, os.path.join(out, f"rank{rank}.pt"))
 
 
-def _resume_run(out, fingerprints) -> list[dict]:
+def _resume_run(out, fingerprints, device="cpu") -> list[dict]:
     os.makedirs(out, exist_ok=True)
-    mp.spawn(_resume_job, args=(2, _free_port(), str(out), fingerprints), nprocs=2, join=True)
+    mp.spawn(_resume_job, args=(2, _free_port(), str(out), fingerprints, device), nprocs=2, join=True)
     return [torch.load(os.path.join(out, f"rank{r}.pt")) for r in range(2)]
 
 
-def test_ranks_resume_together_or_not_at_all(tmp_path):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_ranks_resume_together_or_not_at_all(tmp_path, device):
     """Every rank resumes from last.pt, or none does: a rank that cannot (here: another
     fingerprint on rank 1; in practice a run folder that one machine does not see) makes all
     start afresh, where before the others would have resumed and trained from other
-    iterations."""
-    same = _resume_run(tmp_path / "same", ("fp", "fp"))
+    iterations. On gloo (CPU) and on NCCL (two GPUs)."""
+    if device == "cuda" and torch.cuda.device_count() < 2:
+        pytest.skip("NCCL needs two CUDA devices")
+    same = _resume_run(tmp_path / "same", ("fp", "fp"), device)
     assert [r["resumed_from"] for r in same] == [2, 2]
-    split = _resume_run(tmp_path / "split", ("fp", "other"))
+    split = _resume_run(tmp_path / "split", ("fp", "other"), device)
     assert [r["resumed_from"] for r in split] == [0, 0]
     assert all(r["iterations"] == 6 for r in same + split)
