@@ -360,7 +360,8 @@ def test_window_attention_takes_flex_only_when_compiled_for_cuda(monkeypatch):
 def test_window_attention_modes_on_cuda_match_float64(monkeypatch, mode, shift):
     """A Swin block of the paper's window (12) on CUDA under bf16 autocast, compiled, with the
     switch on each mode: output and gradients within bf16 error of the same block in float64;
-    "flex" takes FlexAttention, "sdpa" does not."""
+    "flex" takes FlexAttention in the compiled training step only (not eager, not without
+    gradients), "sdpa" never."""
     import copy
 
     import drseg.models.aggregator as agg
@@ -392,6 +393,14 @@ def test_window_attention_modes_on_cuda_match_float64(monkeypatch, mode, shift):
     finally:
         torch._dynamo.reset()
     assert bool(flex) == (mode == "flex")
+    flex.clear()
+    torch._dynamo.reset()
+    try:  # the compiled evaluation (no gradients) keeps SDPA
+        with torch.no_grad():
+            torch.compile(blk)(x, g, 3)
+    finally:
+        torch._dynamo.reset()
+    assert flex == []
     for a, b, c in zip(got, ref, eager):
         assert _rel(a, b) < 3e-2
         assert _rel(a, b) < 1.5 * _rel(c, b) + 1e-3  # no worse than the eager SDPA block

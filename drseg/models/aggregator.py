@@ -35,12 +35,15 @@ CHANNELS_LAST_VOLUME = "never"
 
 #: how :func:`window_attention` runs: ``"flex"`` takes FlexAttention (the bias as a score
 #: modification, one Triton kernel forward and one backward) where the model is compiled on
-#: CUDA, and ``scaled_dot_product_attention`` elsewhere (eager FlexAttention is an unfused
-#: reference; the CPU has no FlexAttention backward). ``"sdpa"`` takes SDPA everywhere: on CUDA
-#: the memory-efficient kernel, the one fused SDPA kernel that trains a bias. On an H200
-#: (session 9, call 1) the compiled paper-shape step took 42.50 ms of GPU time with ``"flex"``
-#: against 44.39 with ``"sdpa"``; scores written out in float32 for inductor (44.78, +1 GiB)
-#: were dropped. The CPU path is the same either way.
+#: CUDA with gradients on, i.e. in the compiled training step, and
+#: ``scaled_dot_product_attention`` elsewhere (eager FlexAttention is an unfused reference; the
+#: CPU has no FlexAttention backward; the compiled evaluation traces the vocabulary size as a
+#: dynamic dimension, which FlexAttention was not run with on a GPU). ``"sdpa"`` takes SDPA
+#: everywhere: on CUDA the memory-efficient kernel, the one fused SDPA kernel that trains a
+#: bias. On an H200 (session 9) the compiled paper-shape step took 42.50 ms of GPU time with
+#: ``"flex"`` against 44.39 with ``"sdpa"`` (the loop 44.1 against 46.6 ms per iteration);
+#: scores written out in float32 for inductor (44.78, +1 GiB) were dropped. The CPU path is the
+#: same either way.
 WINDOW_ATTENTION = "flex"
 WINDOW_ATTENTION_MODES = ("flex", "sdpa")
 
@@ -140,7 +143,7 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         bias: (1, H, L, L) additive bias shared by the n batches (float32, may train; used
             in the dtype of q, as SDPA's fused kernels take it).
         mode: ``"flex"`` or ``"sdpa"``; None: ``"flex"`` when :data:`WINDOW_ATTENTION` says so
-            and the call is being compiled for CUDA, else ``"sdpa"``.
+            and the call is being compiled for CUDA with gradients on, else ``"sdpa"``.
 
     Returns:
         (n, H, L, d) in the dtype of q.
@@ -149,7 +152,8 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         if WINDOW_ATTENTION not in WINDOW_ATTENTION_MODES:
             raise DrsegInputError(f"aggregator.WINDOW_ATTENTION is {WINDOW_ATTENTION!r}: one of "
                                   f"{WINDOW_ATTENTION_MODES}")
-        flex = WINDOW_ATTENTION == "flex" and q.is_cuda and torch.compiler.is_compiling()
+        flex = (WINDOW_ATTENTION == "flex" and q.is_cuda and torch.is_grad_enabled()
+                and torch.compiler.is_compiling())
         mode = "flex" if flex else "sdpa"
     bias = bias.to(q.dtype)
     if mode == "flex":
