@@ -235,6 +235,11 @@ def _compiled_step(name: str) -> dict:
     return _load(name)["steps"]["compiled_reduce-overhead"]
 
 
+def _loop_str(run: dict) -> str:
+    """A ddp_bench run as "ms per iteration (windows), images/s"."""
+    return f"{run['ms_per_it_steady']:.1f} ms per iteration ({_windows(run)}), {run['images_per_s']:.1f} images/s"
+
+
 def _windows(run: dict) -> str:
     """The spread of a ddp_bench run's per-window ms/it, as the notes quote it."""
     return f"windows {min(run['ms_per_it_windows']):.1f}-{max(run['ms_per_it_windows']):.1f}"
@@ -672,8 +677,6 @@ PREDICTIONS_8 = {
 
 def session8() -> dict:
     """Session 8: four H200s of one host for every call (no H100 lent)."""
-
-    it = lambda r: f"{r['ms_per_it_steady']:.1f} ms per iteration ({_windows(r)}), {r['images_per_s']:.1f} images/s"  # noqa: E731
     foreach = _load("ddp_h200x4_s8_call1_c1_foreach.json")
     fused = _load("ddp_h200x4_s8_call1_c1_fused.json")
     default1 = _compiled_step("engine_breakdown_h200_s8_call1_default.json")
@@ -686,7 +689,7 @@ def session8() -> dict:
     comps = [
         {"change": "1-process loop, fused AdamW against the foreach AdamW, same call (call 1)",
          "predicted": PREDICTIONS_8["fused"],
-         "measured": f"foreach {it(foreach)} -> fused {it(fused)}; final loss {foreach['final_loss']:.4f} / "
+         "measured": f"foreach {_loop_str(foreach)} -> fused {_loop_str(fused)}; final loss {foreach['final_loss']:.4f} / "
                      f"{fused['final_loss']:.4f}",
          "why": "the windows do not overlap: train.fused_optimizer is now true (CUDA only)"},
         {"change": "whole step with inductor's coordinate-descent tuning (call 1)",
@@ -706,7 +709,7 @@ def session8() -> dict:
                  "training is not bitwise reproducible run to run). On by default on CUDA")},
         {"change": "1-process loop at the new defaults: fused AdamW + frozen casts (call 2)",
          "predicted": PREDICTIONS_8["loop_new"],
-         "measured": f"{it(loop2)} (call 1: foreach {foreach['ms_per_it_steady']:.1f}, fused "
+         "measured": f"{_loop_str(loop2)} (call 1: foreach {foreach['ms_per_it_steady']:.1f}, fused "
                      f"{fused['ms_per_it_steady']:.1f})"},
         {"change": "whole step with inductor's GEMM autotuning (max_autotune_gemm, call 2)",
          "predicted": PREDICTIONS_8["autotune"],
@@ -714,8 +717,8 @@ def session8() -> dict:
          "why": "dropped, like coordinate-descent tuning"},
         {"change": "2-process DDP loop at the new defaults, CUDA graphs under DDP (call 3)",
          "predicted": PREDICTIONS_8["ddp_2"],
-         "measured": f"{it(c2)}: x{c2['images_per_s'] / c1['images_per_s']:.2f} the 1-process loop of the "
-                     f"same call ({it(c1)}); replica difference "
+         "measured": f"{_loop_str(c2)}: x{c2['images_per_s'] / c1['images_per_s']:.2f} the 1-process loop of the "
+                     f"same call ({_loop_str(c1)}); replica difference "
                      f"{c2['weights_max_abs_diff_between_ranks']:.1f}"},
     ]
     sources = ["reports/bench/ddp_h200x4_s8_call1_c1_foreach.json",
@@ -762,9 +765,7 @@ PREDICTIONS_9 = {
 
 
 def session9() -> dict:
-    """Session 9: four H200s of one host for every call (no H100 lent)."""
-
-    it = lambda r: f"{r['ms_per_it_steady']:.1f} ms per iteration ({_windows(r)}), {r['images_per_s']:.1f} images/s"  # noqa: E731
+    """Session 9: four H200s of one host in every call but call 4 (two); no H100 lent."""
     probe = _load("window_attention_probe_h200_s9_call1.json")["blocks"]
     sdpa = _compiled_step("engine_breakdown_h200_s9_call1_sdpa.json")
     explicit = _compiled_step("engine_breakdown_h200_s9_call1_explicit.json")
@@ -803,11 +804,11 @@ def session9() -> dict:
          "why": "the default since session 9, where the model is compiled for CUDA (SDPA elsewhere)"},
         {"change": "1-process loop, flex against sdpa, same call (call 2)",
          "predicted": PREDICTIONS_9["loop_flex"],
-         "measured": f"sdpa {it(loop_sdpa)} -> flex {it(loop_flex)}; final loss "
+         "measured": f"sdpa {_loop_str(loop_sdpa)} -> flex {_loop_str(loop_flex)}; final loss "
                      f"{loop_sdpa['final_loss']:.4f} / {loop_flex['final_loss']:.4f}"},
         {"change": "2-process DDP loop with flex, CUDA graphs under DDP (call 2)",
          "predicted": PREDICTIONS_9["ddp_2"],
-         "measured": f"{it(c2)}: x{c2['images_per_s'] / loop_flex['images_per_s']:.2f} the 1-process loop of "
+         "measured": f"{_loop_str(c2)}: x{c2['images_per_s'] / loop_flex['images_per_s']:.2f} the 1-process loop of "
                      f"the same call; replica difference {c2['weights_max_abs_diff_between_ranks']:.1f}"},
         {"change": "compiled evaluation (noslide, 1024 images) with flex (call 2)",
          "predicted": PREDICTIONS_9["eval"],
@@ -818,10 +819,10 @@ def session9() -> dict:
                 "FlexAttention was not run with on a GPU; the evaluation keeps the SDPA path (295.5)"},
         {"change": "1-process loop at the defaults again (call 3)",
          "predicted": PREDICTIONS_9["loop_again"],
-         "measured": it(loop3)},
+         "measured": _loop_str(loop3)},
         {"change": "1-process loop with train.tf32 and train.cudnn_benchmark off, same call (call 3)",
          "predicted": PREDICTIONS_9["no_tf32"],
-         "measured": f"{it(loop3)} -> {it(no_tf32)}",
+         "measured": f"{_loop_str(loop3)} -> {_loop_str(no_tf32)}",
          "why": "the benches had always set both on; since session 9 the stages apply them (params, on)"},
         {"change": "whole step at the defaults again (call 3)",
          "predicted": PREDICTIONS_9["step_again"],
