@@ -338,7 +338,9 @@ def test_window_attention_takes_flex_only_when_compiled_for_cuda(monkeypatch):
     flex = _count_flex(monkeypatch)
     monkeypatch.setattr(agg, "WINDOW_ATTENTION", "flex")
     q, k, v, bias = _attention_inputs()
-    ref = agg.window_attention(q, k, v, bias, mode="sdpa")
+    # the call the blocks made before window_attention existed
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype).expand(q.shape[0], -1, -1, -1))
+    assert torch.equal(agg.window_attention(q, k, v, bias, mode="sdpa"), ref)
     assert torch.equal(agg.window_attention(q, k, v, bias), ref)
     torch._dynamo.reset()
     try:

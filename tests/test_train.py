@@ -447,25 +447,79 @@ def test_nan_loss_with_frozen_casts_gives_the_layers_back(tmp_path, monkeypatch)
     assert not any(layers.holds_frozen_cast(m) for m in model.modules())
 
 
-def test_cuda_math_sets_tf32_and_cudnn_search_on_cuda_and_restores_them():
-    """train() and evaluate_dataset() run under these settings on CUDA (train.tf32,
-    train.cudnn_benchmark); the previous ones come back, also after an error; the CPU
-    is left alone."""
+def _cuda_flags():
+    return (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+            torch.backends.cudnn.benchmark)
+
+
+@pytest.fixture
+def restore_cuda_flags(monkeypatch):
+    """Whatever a test does to the TF32 / cuDNN flags is undone afterwards."""
+    for obj, name in ((torch.backends.cuda.matmul, "fp32_precision"), (torch.backends.cudnn, "fp32_precision"),
+                      (torch.backends.cudnn.conv, "fp32_precision"), (torch.backends.cudnn.rnn, "fp32_precision"),
+                      (torch.backends.cudnn, "benchmark")):
+        monkeypatch.setattr(obj, name, getattr(obj, name))
+
+
+def test_cuda_math_sets_tf32_and_cudnn_search_on_cuda_and_restores_them(restore_cuda_flags):
+    """The settings hold inside the block on CUDA; the previous ones come back, also after an
+    error; the CPU is left alone."""
     from drseg.engine.distributed import cuda_math
 
-    flags = (lambda: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-                      torch.backends.cudnn.benchmark))
-    before = flags()
+    before = _cuda_flags()
     for tf32, bench in ((True, True), (False, False), (True, False)):
         with cuda_math(torch.device("cuda"), tf32, bench):
-            assert flags() == (tf32, tf32, bench)
-        assert flags() == before
+            assert _cuda_flags() == (tf32, tf32, bench)
+        assert _cuda_flags() == before
     with pytest.raises(RuntimeError, match="boom"):
         with cuda_math(torch.device("cuda"), not before[0], not before[2]):
             raise RuntimeError("boom")
-    assert flags() == before
+    assert _cuda_flags() == before
     with cuda_math(torch.device("cpu"), not before[0], not before[2]):
-        assert flags() == before
+        assert _cuda_flags() == before
+
+
+def test_cuda_math_leaves_tf32_set_through_the_fp32_precision_api(restore_cuda_flags):
+    """cuDNN convolutions and RNNs on different precisions cannot be read as one allow_tf32
+    flag (torch raises): TF32 is left as it is, with a warning; the cuDNN search still applies."""
+    from drseg.engine.distributed import cuda_math
+
+    torch.backends.cudnn.conv.fp32_precision = "tf32"
+    torch.backends.cudnn.rnn.fp32_precision = "ieee"
+    bench = torch.backends.cudnn.benchmark
+    with pytest.warns(UserWarning, match="TF32 left as set"):
+        with cuda_math(torch.device("cuda"), False, not bench):
+            assert torch.backends.cudnn.conv.fp32_precision == "tf32"
+            assert torch.backends.cudnn.benchmark is (not bench)
+    assert torch.backends.cudnn.conv.fp32_precision == "tf32"
+    assert torch.backends.cudnn.benchmark is bench
+
+
+def test_train_and_evaluate_run_under_their_configs_cuda_math(monkeypatch, tmp_path):
+    """train() and evaluate_dataset() enter cuda_math with their configs' tf32 /
+    cudnn_benchmark (on the CPU it changes nothing, so the call is what is checked)."""
+    import contextlib
+
+    import drseg.engine.evaluate as E
+    import drseg.engine.train as T
+
+    calls = []
+
+    @contextlib.contextmanager
+    def spy(device, tf32, bench):
+        calls.append((device.type, tf32, bench))
+        yield
+
+    monkeypatch.setattr(T, "cuda_math", spy)
+    monkeypatch.setattr(E, "cuda_math", spy)
+    torch.manual_seed(0)
+    model = TinySeg()
+    train(model, ColourBlobs(n=4), VOCAB, _cfg(iterations=1, tf32=False, cudnn_benchmark=True),
+          tmp_path / "run", model_cfg={}, train_dataset="blobs", progress=False)
+    E.evaluate_dataset(model.eval(), ColourBlobs(n=2), VOCAB,
+                       E.EvalConfig(input_size=12, short_side=20, tf32=True, cudnn_benchmark=False),
+                       progress=False)
+    assert calls == [("cpu", False, True), ("cpu", True, False)]
 
 
 def test_tf32_and_cudnn_benchmark_params_are_checked():

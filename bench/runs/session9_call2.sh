@@ -1,4 +1,6 @@
 #!/bin/bash
+# Record of call 2: FlexAttention was narrowed to the training step after the session's last
+# call, so the evaluation of GPU 1 now runs SDPA.
 # Session 9, device call 2 (four H200s of one host, nvidia-h200-x4; every sequence <= ~560 s,
 # plus the ~10 s pip prefix):
 #   bash bench/runs/session9_call2.sh $OUT

@@ -13,6 +13,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -50,21 +51,30 @@ def cuda_math(device: torch.device, tf32: bool, cudnn_benchmark: bool):
     settings come back afterwards. Nothing on other devices.
 
     Under bf16 autocast most matmuls are bf16 already; TF32 reaches the float32 ones (losses,
-    autocast-disabled blocks). The engine's benchmarks measure with both on.
+    autocast-disabled blocks). The engine's benchmarks measure with both on. A process that set
+    TF32 through torch's newer ``fp32_precision`` API in a way the ``allow_tf32`` flags cannot
+    express keeps its TF32 settings (with a warning): torch refuses to mix the two APIs.
     """
     if device.type != "cuda":
         yield
         return
-    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-           torch.backends.cudnn.benchmark)
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
+    bench = torch.backends.cudnn.benchmark
+    try:
+        old_tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    except RuntimeError as e:  # fp32_precision set per operator: leave TF32 as the process has it
+        warnings.warn(f"train/evaluate: TF32 left as set through torch's fp32_precision API ({e})",
+                      stacklevel=3)
+        old_tf32 = None
+    if old_tf32 is not None:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cudnn.benchmark = cudnn_benchmark
     try:
         yield
     finally:
-        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-         torch.backends.cudnn.benchmark) = old
+        if old_tf32 is not None:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old_tf32
+        torch.backends.cudnn.benchmark = bench
 
 
 def under_launcher() -> bool:
