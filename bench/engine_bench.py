@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 import drseg  # noqa: E402,F401
+from drseg.engine.distributed import cuda_math  # noqa: E402
 
 H100_BF16_PEAK = 989.4e12  # dense bf16 FLOP/s, H100 SXM datasheet
 DLRSD = ["airplane", "bare soil", "buildings", "cars", "chaparral", "court", "dock", "field", "grass",
@@ -360,10 +361,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+    # train.tf32 / train.cudnn_benchmark as train() applies them, held for the whole bench process
+    backend = cuda_math(device, tf32=True, cudnn_benchmark=True)
+    backend.__enter__()
     import open_clip
     import timm
 

@@ -27,6 +27,7 @@ import torch  # noqa: E402
 
 from engine_breakdown import kernel_time  # noqa: E402
 from engine_bench import log  # noqa: E402
+from drseg.engine.distributed import cuda_math  # noqa: E402
 from drseg.models import aggregator as agg  # noqa: E402
 
 
@@ -50,8 +51,8 @@ def main(argv=None) -> None:
     ap.add_argument("--modes", default=",".join(agg.WINDOW_ATTENTION_MODES))
     args = ap.parse_args(argv)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # CPU: smoke test (SDPA in every mode)
-    torch.backends.cudnn.benchmark = dev.type == "cuda"  # as train.cudnn_benchmark
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = dev.type == "cuda"  # train.tf32
+    backend = cuda_math(dev, tf32=True, cudnn_benchmark=True)  # as train() applies them
+    backend.__enter__()
     switch = agg.WINDOW_ATTENTION
     res = {"device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
            "torch": torch.__version__, "maps": args.maps, "blocks": {}}
