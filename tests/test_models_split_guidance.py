@@ -164,6 +164,44 @@ def test_channels_last_volume_gives_the_same_values_and_gradients(monkeypatch, w
         assert float((gp[name] - gp_ref[name]).norm()) <= 1e-12 * float(gp_ref[name].norm()) + 1e-13, name
 
 
+@pytest.mark.parametrize("hw", [(8, 8), (8, 12)])
+def test_contiguous_spatial_tokens_give_the_blocks_contiguous_rows_and_the_same_values(monkeypatch, hw):
+    """``CONTIGUOUS_SPATIAL_TOKENS``: on ("always"), the Swin blocks of both layers get their
+    (B*K, h, w, E) class maps with E contiguous, where the volume in (B, K, E, h, w) memory gave
+    them rows strided h*w apart ("never"); the output and every gradient are those of the
+    strided computation (float64, training mode). "cuda" is off for CPU tensors."""
+    import drseg.models.aggregator as agg
+
+    torch.manual_seed(6)
+    B, E, K, G = 2, 8, 3, 4
+    h, w = hw
+    module = agg.Aggregator(E, G, G, layers=2, window=4, heads=2).double().train()
+    rest = (torch.randn(B, G, h, w, dtype=torch.float64), torch.randn(B, K, G, dtype=torch.float64))
+    x = torch.randn(B, K, E, h, w, dtype=torch.float64).transpose(1, 2)  # (B, K, E, h, w) memory
+    strides = []
+    real_forward = agg.GuidedSwinBlock.forward
+
+    def forward(self, t, guidance, groups=None):
+        strides.append(t.stride(-1))
+        return real_forward(self, t, guidance, groups)
+
+    monkeypatch.setattr(agg.GuidedSwinBlock, "forward", forward)
+    results = {}
+    for mode in ("never", "always", "cuda"):
+        monkeypatch.setattr(agg, "CONTIGUOUS_SPATIAL_TOKENS", mode)
+        strides.clear()
+        results[mode] = _value_and_grads(module, x, *rest)
+        assert len(strides) == 4  # 2 layers x 2 blocks
+        # the first block of each layer sees the step's input; the second the first's output
+        assert strides[0::2] == ([1, 1] if mode == "always" else [h * w, h * w]), mode
+    (ref, gx_ref, gp_ref), (out, gx, gp) = results["never"], results["always"]
+    assert _rel(out, ref) < 1e-12 and _rel(gx, gx_ref) < 1e-12
+    for name in gp:  # absolute floor: k's bias has a zero gradient (softmax shift invariance)
+        assert float((gp[name] - gp_ref[name]).norm()) <= 1e-12 * float(gp_ref[name].norm()) + 1e-13, name
+    cpu = results["cuda"]  # off on the CPU: the strided computation, bit for bit
+    assert torch.equal(cpu[0], ref) and torch.equal(cpu[1], gx_ref)
+
+
 def test_unshifted_block_gives_sdpa_a_bias_with_unit_key_stride(monkeypatch):
     """The memory-efficient SDPA kernel (the one that trains a bias on CUDA) takes an
     attention mask only with unit stride along the keys; a permuted relative-position bias

@@ -396,6 +396,22 @@ class StepLoss(torch.nn.Module):
         return self.model.loss(logits.float(), masks, check=self.check)
 
 
+def _restores_deterministic_algorithms(fn: Callable) -> Callable:
+    """Run ``fn`` and then put ``torch.use_deterministic_algorithms`` (and its ``warn_only``)
+    back as it was, also after an error: :func:`train` turns it on for a deterministic CPU run,
+    for its own duration, not for the rest of the caller's process."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        saved = (torch.are_deterministic_algorithms_enabled(),
+                 torch.is_deterministic_algorithms_warn_only_enabled())
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    return wrapper
+
+
+@_restores_deterministic_algorithms
 def train(
     model: torch.nn.Module,
     dataset: Dataset,

@@ -47,6 +47,18 @@ CHANNELS_LAST_VOLUME = "never"
 WINDOW_ATTENTION = "flex"
 WINDOW_ATTENTION_MODES = ("flex", "sdpa")
 
+#: where the spatial step copies its class maps into (B*K, h, w, E) memory (E contiguous)
+#: before the Swin blocks (``"cuda"`` / ``"always"`` / ``"never"``, as
+#: :data:`CHANNELS_LAST_VOLUME`). Why: the volume reaches the spatial step in (B, K, E, h, w)
+#: memory (the cost embedding's convolution and the class step keep it), so the step's
+#: (B*K, h, w, E) view strides E by h*w, and its residual stream keeps that order: every layer
+#: norm over E (forward and backward) read and wrote the volume h*w elements apart. In session
+#: 10's compiled step on an H200 the two largest of them took ~0.53 ms each for a ~20 MB volume
+#: (``triton_red_..._native_layer_norm_permute``). One copy per spatial step gives them
+#: contiguous rows. The values are the same either way (a copy); off on the CPU, whose path is
+#: unchanged bit for bit.
+CONTIGUOUS_SPATIAL_TOKENS = "cuda"
+
 
 class GuidedWindowAttention(nn.Module):
     """Window attention with relative position bias; q, k see ``[x || guidance]``, v sees x.
@@ -294,6 +306,8 @@ class SpatialStep(nn.Module):
             raise DrsegInputError(f"model.swin_window: {self.window} does not divide the "
                                   f"{h}x{w} CLIP grid")
         t = x.permute(0, 2, 3, 4, 1).reshape(B * K, h, w, E)  # (B*K, h, w, E)
+        if device_switch(CONTIGUOUS_SPATIAL_TOKENS, x.is_cuda):
+            t = t.contiguous()  # E contiguous: see CONTIGUOUS_SPATIAL_TOKENS
         g = None
         if guidance is not None and self.guidance_norm is not None:
             g = self.guidance_norm(guidance.permute(0, 2, 3, 1))  # (B, h, w, G), shared by K
