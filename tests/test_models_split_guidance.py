@@ -444,3 +444,55 @@ def test_window_attention_modes_on_cuda_match_float64(monkeypatch, mode, shift):
     for a, b, c in zip(got, ref, eager):
         assert _rel(a, b) < 3e-2
         assert _rel(a, b) < 1.5 * _rel(c, b) + 1e-3  # no worse than the eager SDPA block
+
+
+@pytest.mark.gpu
+def test_contiguous_spatial_tokens_on_cuda_match_float64(monkeypatch):
+    """On CUDA the default ``CONTIGUOUS_SPATIAL_TOKENS = "cuda"`` hands the Swin blocks
+    E-contiguous class maps, and a paper-width aggregator (E 128, window 12, 24 x 24) under bf16
+    autocast, compiled for training, gives its output and gradients within bf16 error of the
+    float64 aggregator, no worse than with the strided maps ("never")."""
+    import copy
+
+    import drseg.models.aggregator as agg
+
+    torch.manual_seed(7)
+    B, K, E, G = 2, 3, 128, 32
+    module = agg.Aggregator(E, G, G, layers=2, window=12, heads=4).cuda().train()
+    x = torch.randn(B, K, E, 24, 24, device="cuda").transpose(1, 2)  # (B, K, E, h, w) memory
+    app, text = torch.randn(B, G, 24, 24, device="cuda"), torch.randn(B, K, G, device="cuda")
+    wgt = torch.randn(B, E, K, 24, 24, device="cuda", dtype=torch.float64)
+    strides = []
+    real_forward = agg.GuidedSwinBlock.forward
+
+    def forward(self, t, guidance, groups=None):
+        strides.append(t.stride(-1))
+        return real_forward(self, t, guidance, groups)
+
+    def run(m, dtype, autocast):
+        xx = x.to(dtype).requires_grad_(True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            out = m(xx, app.to(dtype), text.to(dtype))
+        core = getattr(m, "_orig_mod", m)
+        params = [core.spatial[0].blocks[0].norm1.weight, core.classwise[1].q.weight]
+        grads = torch.autograd.grad((out.double() * wgt).sum(), [xx, *params])
+        return [out.double(), *[t.double() for t in grads]]
+
+    monkeypatch.setattr(agg, "CONTIGUOUS_SPATIAL_TOKENS", "never")
+    ref = run(copy.deepcopy(module).double(), torch.float64, False)
+    results = {}
+    for mode in ("never", "cuda"):
+        monkeypatch.setattr(agg, "CONTIGUOUS_SPATIAL_TOKENS", mode)
+        monkeypatch.setattr(agg.GuidedSwinBlock, "forward", forward)
+        strides.clear()
+        run(module, torch.float32, True)  # eager: what the blocks are handed
+        assert strides[0::2] == ([1, 1] if mode == "cuda" else [24 * 24, 24 * 24]), mode
+        monkeypatch.setattr(agg.GuidedSwinBlock, "forward", real_forward)
+        torch._dynamo.reset()
+        try:
+            results[mode] = run(torch.compile(module), torch.float32, True)
+        finally:
+            torch._dynamo.reset()
+    for a, b, c in zip(results["cuda"], ref, results["never"]):
+        assert _rel(a, b) < 3e-2
+        assert _rel(a, b) < 1.5 * _rel(c, b) + 1e-3
