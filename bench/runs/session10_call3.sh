@@ -1,27 +1,26 @@
 #!/bin/bash
-# Session 10, device call 3 (four H200s of one host, nvidia-h200-x4), at the new default
-# (CONTIGUOUS_SPATIAL_TOKENS = "cuda"):
-#   GPU 0: the 1-process loop at the defaults (call 2: 43.4 ms/it)
-#   GPU 1: the same loop with inductor's max_autotune_pointwise (owed since session 9)
-#   GPU 2: the compiled evaluation (session 10 call 1: 297.4 images/s before the change)
-#   GPU 3: the GPU tests of the aggregator (the new contiguous-tokens test) and the layers
+# Session 10, device call 3 (four H200s of one host, nvidia-h200-x4): inductor's reductions
+# split wider (drseg.engine.inductor.SPLIT_WIDE_REDUCTIONS, on by default) against inductor's
+# own splits, as same-call pairs of the compiled step and of the 1-process loop, both at the
+# contiguous spatial tokens of call 2. Each job compiles into its own inductor cache folder
+# (the pairs compile the same graphs).
 #   bash bench/runs/session10_call3.sh $OUT
 set -u
 O=$1
 export TORCHINDUCTOR_COMPILE_THREADS=16
+STEP="bench/engine_breakdown.py --no-eager --no-components --compile --compile-mode reduce-overhead --top 60"
 R="python3 -m torch.distributed.run --standalone --nproc_per_node 1"
 D="bench/ddp_bench.py --iterations 60 --log-every 10 --compile --compile-mode reduce-overhead"
+OFF="--set drseg.engine.inductor.SPLIT_WIDE_REDUCTIONS=false"
 log() { sed -u "s/^/[$1] /" >> $O/all.log; }
-(CUDA_VISIBLE_DEVICES=0 timeout 520 $R $D --out $O/ddp_c1_default.json 2>&1 | log loop
- echo "GPU 0 done at ${SECONDS}s" | log main) &
-(CUDA_VISIBLE_DEVICES=1 timeout 520 $R $D --set torch._inductor.config.max_autotune_pointwise=true \
-   --out $O/ddp_c1_autotune_pointwise.json 2>&1 | log pointwise
- echo "GPU 1 done at ${SECONDS}s" | log main) &
-(CUDA_VISIBLE_DEVICES=2 timeout 420 python3 bench/engine_bench.py --sections eval_compile --eval-images 1024 \
-   --budget-s 400 --out $O/eval_compiled.json 2>&1 | log eval
- echo "GPU 2 done at ${SECONDS}s" | log main) &
-(CUDA_VISIBLE_DEVICES=3 timeout 400 python3 -m pytest -q -rA -m gpu -p no:cacheprovider \
-   tests/test_models_split_guidance.py tests/test_models_layers.py 2>&1 | log pytest
- echo "GPU 3 done at ${SECONDS}s" | log main) &
+job() {  # job GPU NAME TIMEOUT COMMAND...
+  local g=$1 name=$2 t=$3; shift 3
+  (CUDA_VISIBLE_DEVICES=$g TORCHINDUCTOR_CACHE_DIR=/tmp/inductor_$name timeout $t "$@" 2>&1 | log $name
+   echo "GPU $g done at ${SECONDS}s" | log main) &
+}
+job 0 step_split 420 python3 $STEP --out $O/step_split.json
+job 1 step_nosplit 420 python3 $STEP $OFF --out $O/step_nosplit.json
+job 2 loop_split 540 $R $D --out $O/ddp_c1_split.json
+job 3 loop_nosplit 540 $R $D $OFF --out $O/ddp_c1_nosplit.json
 wait
-grep -a -e "done at" -e "Error" -e "ddp x" -e "PASSED" -e "FAILED" -e "passed" -e "failed" -e "images/s" $O/all.log | grep -v "it/s\]" | tail -30
+grep -a -e "STEP" -e "done at" -e "Error" -e "ddp x" $O/all.log | grep -v "it/s\]" | tail -30
