@@ -40,7 +40,6 @@ import torch  # noqa: E402
 
 import drseg  # noqa: E402,F401
 from drseg.engine.distributed import cuda_math  # noqa: E402
-from drseg.engine.inductor import inductor_heuristics  # noqa: E402
 
 H100_BF16_PEAK = 989.4e12  # dense bf16 FLOP/s, H100 SXM datasheet
 DLRSD = ["airplane", "bare soil", "buildings", "cars", "chaparral", "court", "dock", "field", "grass",
@@ -365,8 +364,6 @@ def main(argv=None):
     # train.tf32 / train.cudnn_benchmark as train() applies them, held for the whole bench process
     backend = cuda_math(device, tf32=True, cudnn_benchmark=True)
     backend.__enter__()
-    heuristics = inductor_heuristics(device)  # inductor's reduction splits, as train() compiles
-    heuristics.__enter__()
     import open_clip
     import timm
 

@@ -35,7 +35,6 @@ import torch  # noqa: E402
 
 from engine_bench import DLRSD, H100_BF16_PEAK, log, make_step, step_setup, sync  # noqa: E402
 from drseg.engine.distributed import cuda_math  # noqa: E402
-from drseg.engine.inductor import inductor_heuristics  # noqa: E402
 from drseg.engine.train import StepLoss  # noqa: E402
 
 
@@ -294,8 +293,6 @@ def main(argv=None):
     # train.tf32 / train.cudnn_benchmark as train() applies them, held for the whole bench process
     backend = cuda_math(device, tf32=True, cudnn_benchmark=True)
     backend.__enter__()
-    heuristics = inductor_heuristics(device)  # inductor's reduction splits, as train() compiles
-    heuristics.__enter__()
     if device.type == "cuda" and args.sdpa_no_cudnn:
         torch.backends.cuda.enable_cudnn_sdp(False)
     preset, batch = ("tiny", 2) if args.quick else (args.preset, 8)

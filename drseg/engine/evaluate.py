@@ -35,7 +35,6 @@ from drseg.data.dataset import SegDataset
 from drseg.data.labels import check_label_ids
 from drseg.data.transforms import IGNORE, resize_image, resize_short_side
 from drseg.engine.distributed import DistInfo, all_reduce_sum, cuda_math
-from drseg.engine.inductor import inductor_heuristics
 from drseg.engine.metrics import confusion_matrix_unchecked, mean_over_datasets, summarize
 from drseg.errors import DrsegInputError
 
@@ -343,7 +342,7 @@ def evaluate_dataset(model: torch.nn.Module, dataset: Dataset, vocab: Sequence[s
     model.eval()
     n = 0
     t0 = time.perf_counter()
-    with cuda_math(device, cfg.tf32, cfg.cudnn_benchmark), inductor_heuristics(device):
+    with cuda_math(device, cfg.tf32, cfg.cudnn_benchmark):
         for batch in tqdm(_model_batches(loader, cfg.batch_size), desc=desc, unit="batch",
                           total=math.ceil(len(indices) / cfg.batch_size),
                           disable=not (progress and info.is_main),

@@ -34,7 +34,6 @@ from drseg.data.labels import check_label_ids
 from drseg.data.transforms import TrainAugment
 from drseg.engine import checkpoint as ckpt
 from drseg.engine.distributed import DistInfo, all_reduce_sum, cuda_math
-from drseg.engine.inductor import inductor_heuristics
 from drseg.errors import DrsegInputError
 from drseg.models import layers as model_layers
 
@@ -576,7 +575,7 @@ def train(
     # frozen weights (the prior, CLIP's MLPs) cast to the autocast dtype once, not every step
     casts = model_layers.frozen_casts(core, amp_dtype)  # CUDA by default (CAST_FROZEN_WEIGHTS)
     try:
-        with casts, cuda_math(device, cfg.tf32, cfg.cudnn_benchmark), inductor_heuristics(device):
+        with casts, cuda_math(device, cfg.tf32, cfg.cudnn_benchmark):
             for it, (batch, images, masks) in zip(range(start, stop), device_batches(loader, device)):
                 if device.type == "cuda" and cfg.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
