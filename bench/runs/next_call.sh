@@ -1,5 +1,5 @@
 #!/bin/bash
-# Owed after session 9 (bench/notes/next_device_calls.md): the two targets on their own card,
+# Owed after session 10 (bench/notes/next_device_calls.md): the two targets on their own card,
 # an H100 (nvidia-h100 or any H100 kind `status` lists; on a machine of two GPUs both jobs run
 # at once, on one GPU one after the other: then give the call 600 s and drop the loop).
 #   bash bench/runs/next_call.sh $OUT

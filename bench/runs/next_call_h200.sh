@@ -1,31 +1,27 @@
 #!/bin/bash
-# Owed after session 9 when only H200s are lent (bench/notes/next_device_calls.md, items 2 and 4;
-# four H200s of one host, nvidia-h200-x4; every sequence <= ~400 s, plus the ~10 s pip prefix):
+# Owed after session 10 when only H200s are lent (bench/notes/next_device_calls.md, item 2: the
+# class step on the channels-last volume, 42.9 against 43.2 ms/it in one loop pair of session
+# 10, call 4, within the spread). Four H200s of one host (nvidia-h200-x4), four compiles, each
+# in its own inductor cache folder; ~350 s plus the ~10 s pip prefix:
 #   bash bench/runs/next_call_h200.sh $OUT
-#   GPU 0: the GPU tests of the window attention and the loop (the narrowed FlexAttention
-#          condition has not run on a GPU), then the GPU tests of the layers
-#   GPU 1: the 1-process loop at the defaults (session 9: 44.1 ms/it)
-#   GPU 2: the same loop with inductor's max_autotune_pointwise (session 9, call 5: the step's
-#          Triton reductions 6.28 -> 5.88 ms, the step within the spread)
-#   GPU 3: the compiled evaluation at the defaults (SDPA; session 6: 295.5 images/s)
+#   GPU 0 / 1: the compiled step, defaults / CHANNELS_LAST_VOLUME=cuda
+#   GPU 2 / 3: the 1-process loop, defaults / CHANNELS_LAST_VOLUME=cuda
 set -u
 O=$1
 export TORCHINDUCTOR_COMPILE_THREADS=16
+STEP="bench/engine_breakdown.py --no-eager --no-components --compile --compile-mode reduce-overhead --top 60"
 R="python3 -m torch.distributed.run --standalone --nproc_per_node 1"
 D="bench/ddp_bench.py --iterations 60 --log-every 10 --compile --compile-mode reduce-overhead"
+CLV="--set drseg.models.aggregator.CHANNELS_LAST_VOLUME=cuda"
 log() { sed -u "s/^/[$1] /" >> $O/all.log; }
-(CUDA_VISIBLE_DEVICES=0 timeout 200 python3 -m pytest -q -rA -m gpu -p no:cacheprovider \
-   tests/test_models_split_guidance.py tests/test_train.py 2>&1 | log pytest
- CUDA_VISIBLE_DEVICES=0 timeout 150 python3 -m pytest -q -rA -m gpu -p no:cacheprovider \
-   tests/test_models_layers.py 2>&1 | log pytest_layers
- echo "GPU 0 done at ${SECONDS}s" | log main) &
-(CUDA_VISIBLE_DEVICES=1 timeout 400 $R $D --out $O/ddp_c1_default.json 2>&1 | log c1
- echo "GPU 1 done at ${SECONDS}s" | log main) &
-(CUDA_VISIBLE_DEVICES=2 timeout 400 $R $D --set torch._inductor.config.max_autotune_pointwise=true \
-   --out $O/ddp_c1_autotune_pointwise.json 2>&1 | log pointwise
- echo "GPU 2 done at ${SECONDS}s" | log main) &
-(CUDA_VISIBLE_DEVICES=3 timeout 330 python3 bench/engine_bench.py --sections eval_compile --eval-images 1024 \
-   --budget-s 310 --out $O/eval_compiled.json 2>&1 | log eval
- echo "GPU 3 done at ${SECONDS}s" | log main) &
+job() {  # job GPU NAME TIMEOUT COMMAND...
+  local g=$1 name=$2 t=$3; shift 3
+  (CUDA_VISIBLE_DEVICES=$g TORCHINDUCTOR_CACHE_DIR=/tmp/inductor_$name timeout $t "$@" 2>&1 | log $name
+   echo "GPU $g done at ${SECONDS}s" | log main) &
+}
+job 0 step 420 python3 $STEP --out $O/step_default.json
+job 1 step_clv 420 python3 $STEP $CLV --out $O/step_channels_last_volume.json
+job 2 loop 480 $R $D --out $O/ddp_c1_default.json
+job 3 loop_clv 480 $R $D $CLV --out $O/ddp_c1_channels_last_volume.json
 wait
-grep -e "ddp x" -e "done at" -e "Error" -e "PASSED" -e "FAILED" -e "passed" -e "failed" -e "images/s" $O/all.log
+grep -a -e "STEP" -e "done at" -e "Error" -e "ddp x" $O/all.log | grep -v "it/s\]" | tail -30
