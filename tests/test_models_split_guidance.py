@@ -200,6 +200,7 @@ def test_contiguous_spatial_tokens_give_the_blocks_contiguous_rows_and_the_same_
         assert float((gp[name] - gp_ref[name]).norm()) <= 1e-12 * float(gp_ref[name].norm()) + 1e-13, name
     cpu = results["cuda"]  # off on the CPU: the strided computation, bit for bit
     assert torch.equal(cpu[0], ref) and torch.equal(cpu[1], gx_ref)
+    assert all(torch.equal(cpu[2][name], gp_ref[name]) for name in gp_ref)
 
 
 def test_unshifted_block_gives_sdpa_a_bias_with_unit_key_stride(monkeypatch):

@@ -547,10 +547,6 @@ def test_train_puts_deterministic_algorithms_back(monkeypatch, tmp_path, before)
         assert seen == [(True, True)]
         assert (torch.are_deterministic_algorithms_enabled(),
                 torch.is_deterministic_algorithms_warn_only_enabled()) == before
-        with pytest.raises(DrsegInputError, match="batch_size"):
-            train(TinySeg(), ColourBlobs(n=4), VOCAB, _cfg(iterations=1, batch_size=3),
-                  tmp_path / "run2", model_cfg={}, train_dataset="blobs", progress=False,
-                  dist_info=DistInfo(rank=0, world_size=2))
         monkeypatch.setattr(T, "StepLoss", lambda *a, **kw: (_ for _ in ()).throw(RuntimeError("boom")))
         with pytest.raises(RuntimeError, match="boom"):
             train(TinySeg(), ColourBlobs(n=4), VOCAB, _cfg(iterations=1), tmp_path / "run3",

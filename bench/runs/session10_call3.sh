@@ -6,7 +6,8 @@
 # (the pairs compile the same graphs).
 # Outcome: the split was slower (step +0.17 ms GPU, loop +0.2 ms/it) and drseg.engine.inductor
 # was removed after this call (commit 'engine: remove inductor_heuristics'); the script is kept
-# as the record of the call and runs only on the commit before that removal.
+# as the record of the call and runs only on the commit before that removal (not at HEAD: the
+# --set it passes names the removed module).
 #   bash bench/runs/session10_call3.sh $OUT
 set -u
 O=$1
