@@ -30,7 +30,10 @@ from drseg.models.layers import device_switch
 #: (B, K, E, h, w) and back (``"cuda"`` / ``"always"`` / ``"never"``, as the switches of
 #: :mod:`drseg.models.layers`). Off: not faster. On H200s (session 7, call 1, one run each on
 #: two GPUs of one call) the compiled aggregator alone took 10.00 against 10.15 ms GPU, but
-#: the whole compiled training step 45.83 against 45.30 (more pointwise time).
+#: the whole compiled training step 45.83 against 45.30 (more pointwise time); the volume was
+#: then in (B, K, E, h, w) memory. With the spatial step handing it (B, K, h, w, E) memory on
+#: CUDA (:data:`CONTIGUOUS_SPATIAL_TOKENS`, session 10, call 4) the loop took 42.9 against
+#: 43.2 ms per iteration, within the spread: still off.
 CHANNELS_LAST_VOLUME = "never"
 
 #: how :func:`window_attention` runs: ``"flex"`` takes FlexAttention (the bias as a score
@@ -404,8 +407,8 @@ class ClassStep(nn.Module):
 
         With :data:`CHANNELS_LAST_VOLUME` on, pooling, token gathering, upsampling and the
         residual run on the channels-last view (B, K, h, w, E) of x (no transposing copy when
-        x lies in that memory order, as the spatial step returns it); else on a
-        (B, K, E, h, w) copy.
+        x lies in that memory order, as the spatial step returns it on CUDA); else on the
+        (B, K, E, h, w) view (a copy unless x lies in that order).
         """
         B, E, K, h, w = x.shape
         pool = self.pool_train if self.training else 1
@@ -482,7 +485,8 @@ class Aggregator(nn.Module):
                 text: torch.Tensor | None) -> torch.Tensor:
         """x (B, E, K, h, w), appearance (B, G, h, w), text (B, K, G') -> (B, E, K, h, w).
 
-        The spatial step returns a view of (B, K, h, w, E) memory; with
+        On CUDA the spatial step returns a view of (B, K, h, w, E) memory
+        (:data:`CONTIGUOUS_SPATIAL_TOKENS`; elsewhere the memory order it was given); with
         :data:`CHANNELS_LAST_VOLUME` on, the class step works on that order too instead of
         transposing to (B, K, E, h, w) and back."""
         for spatial, classwise in zip(self.spatial, self.classwise):
