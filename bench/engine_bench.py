@@ -46,6 +46,12 @@ DLRSD = ["airplane", "bare soil", "buildings", "cars", "chaparral", "court", "do
          "mobile home", "pavement", "sand", "sea", "ship", "tanks", "trees", "water"]
 
 
+def hold_train_cuda_math(device: torch.device) -> None:
+    """TF32 and cuDNN's search as ``train()`` applies them (``train.tf32`` /
+    ``train.cudnn_benchmark``, both on), entered for the rest of the bench process."""
+    cuda_math(device, tf32=True, cudnn_benchmark=True).__enter__()
+
+
 def log(*a):
     print(*a, flush=True)
 
@@ -361,9 +367,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
-    # train.tf32 / train.cudnn_benchmark as train() applies them, held for the whole bench process
-    backend = cuda_math(device, tf32=True, cudnn_benchmark=True)
-    backend.__enter__()
+    hold_train_cuda_math(device)
     import open_clip
     import timm
 

@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
 
-from engine_bench import DLRSD, H100_BF16_PEAK, log, make_step, step_setup, sync  # noqa: E402
-from drseg.engine.distributed import cuda_math  # noqa: E402
+from engine_bench import (DLRSD, H100_BF16_PEAK, hold_train_cuda_math, log, make_step,  # noqa: E402
+                          step_setup, sync)
 from drseg.engine.train import StepLoss  # noqa: E402
 
 
@@ -290,9 +290,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     switches = set_switches(args.set)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
-    # train.tf32 / train.cudnn_benchmark as train() applies them, held for the whole bench process
-    backend = cuda_math(device, tf32=True, cudnn_benchmark=True)
-    backend.__enter__()
+    hold_train_cuda_math(device)
     if device.type == "cuda" and args.sdpa_no_cudnn:
         torch.backends.cuda.enable_cudnn_sdp(False)
     preset, batch = ("tiny", 2) if args.quick else (args.preset, 8)

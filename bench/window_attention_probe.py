@@ -26,8 +26,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import torch  # noqa: E402
 
 from engine_breakdown import kernel_time  # noqa: E402
-from engine_bench import log  # noqa: E402
-from drseg.engine.distributed import cuda_math  # noqa: E402
+from engine_bench import hold_train_cuda_math, log  # noqa: E402
 from drseg.models import aggregator as agg  # noqa: E402
 
 
@@ -51,8 +50,7 @@ def main(argv=None) -> None:
     ap.add_argument("--modes", default=",".join(agg.WINDOW_ATTENTION_MODES))
     args = ap.parse_args(argv)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # CPU: smoke test (SDPA in every mode)
-    backend = cuda_math(dev, tf32=True, cudnn_benchmark=True)  # as train() applies them
-    backend.__enter__()
+    hold_train_cuda_math(dev)
     switch = agg.WINDOW_ATTENTION
     res = {"device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
            "torch": torch.__version__, "maps": args.maps, "blocks": {}}

@@ -164,6 +164,19 @@ def test_channels_last_volume_gives_the_same_values_and_gradients(monkeypatch, w
         assert float((gp[name] - gp_ref[name]).norm()) <= 1e-12 * float(gp_ref[name].norm()) + 1e-13, name
 
 
+def _block_input_strides(agg):
+    """A GuidedSwinBlock.forward that records the E stride of the class maps it is handed,
+    and the list it records into."""
+    strides = []
+    real_forward = agg.GuidedSwinBlock.forward
+
+    def forward(self, t, guidance, groups=None):
+        strides.append(t.stride(-1))
+        return real_forward(self, t, guidance, groups)
+
+    return forward, strides
+
+
 @pytest.mark.parametrize("hw", [(8, 8), (8, 12)])
 def test_contiguous_spatial_tokens_give_the_blocks_contiguous_rows_and_the_same_values(monkeypatch, hw):
     """``CONTIGUOUS_SPATIAL_TOKENS``: on ("always"), the Swin blocks of both layers get their
@@ -178,13 +191,7 @@ def test_contiguous_spatial_tokens_give_the_blocks_contiguous_rows_and_the_same_
     module = agg.Aggregator(E, G, G, layers=2, window=4, heads=2).double().train()
     rest = (torch.randn(B, G, h, w, dtype=torch.float64), torch.randn(B, K, G, dtype=torch.float64))
     x = torch.randn(B, K, E, h, w, dtype=torch.float64).transpose(1, 2)  # (B, K, E, h, w) memory
-    strides = []
-    real_forward = agg.GuidedSwinBlock.forward
-
-    def forward(self, t, guidance, groups=None):
-        strides.append(t.stride(-1))
-        return real_forward(self, t, guidance, groups)
-
+    forward, strides = _block_input_strides(agg)
     monkeypatch.setattr(agg.GuidedSwinBlock, "forward", forward)
     results = {}
     for mode in ("never", "always", "cuda"):
@@ -463,12 +470,8 @@ def test_contiguous_spatial_tokens_on_cuda_match_float64(monkeypatch):
     x = torch.randn(B, K, E, 24, 24, device="cuda").transpose(1, 2)  # (B, K, E, h, w) memory
     app, text = torch.randn(B, G, 24, 24, device="cuda"), torch.randn(B, K, G, device="cuda")
     wgt = torch.randn(B, E, K, 24, 24, device="cuda", dtype=torch.float64)
-    strides = []
     real_forward = agg.GuidedSwinBlock.forward
-
-    def forward(self, t, guidance, groups=None):
-        strides.append(t.stride(-1))
-        return real_forward(self, t, guidance, groups)
+    forward, strides = _block_input_strides(agg)
 
     def run(m, dtype, autocast):
         xx = x.to(dtype).requires_grad_(True)

@@ -522,8 +522,22 @@ def test_train_and_evaluate_run_under_their_configs_cuda_math(monkeypatch, tmp_p
     assert calls == [("cpu", False, True), ("cpu", True, False)]
 
 
+def _deterministic_state() -> tuple[bool, bool]:
+    return (torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled())
+
+
+@pytest.fixture
+def restore_deterministic_state():
+    """Whatever a test does to torch.use_deterministic_algorithms is undone afterwards."""
+    enabled, warn_only = _deterministic_state()
+    yield
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
 @pytest.mark.parametrize("before", [(False, False), (True, False), (False, True)])
-def test_train_puts_deterministic_algorithms_back(monkeypatch, tmp_path, before):
+def test_train_puts_deterministic_algorithms_back(monkeypatch, tmp_path, before,
+                                                   restore_deterministic_state):
     """train() turns deterministic algorithms on for a deterministic CPU run (seen inside
     the loop), and afterwards, also after an error, the caller's setting is back."""
     import drseg.engine.train as T
@@ -532,29 +546,21 @@ def test_train_puts_deterministic_algorithms_back(monkeypatch, tmp_path, before)
     real_clip = torch.nn.utils.clip_grad_norm_
 
     def clip(*a, **kw):
-        seen.append((torch.are_deterministic_algorithms_enabled(),
-                     torch.is_deterministic_algorithms_warn_only_enabled()))
+        seen.append(_deterministic_state())
         return real_clip(*a, **kw)
 
     monkeypatch.setattr(T.torch.nn.utils, "clip_grad_norm_", clip)
-    saved = (torch.are_deterministic_algorithms_enabled(),
-             torch.is_deterministic_algorithms_warn_only_enabled())
-    try:
-        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
-        torch.manual_seed(0)
-        train(TinySeg(), ColourBlobs(n=4), VOCAB, _cfg(iterations=1, grad_clip=1.0),
-              tmp_path / "run", model_cfg={}, train_dataset="blobs", progress=False)
-        assert seen == [(True, True)]
-        assert (torch.are_deterministic_algorithms_enabled(),
-                torch.is_deterministic_algorithms_warn_only_enabled()) == before
-        monkeypatch.setattr(T, "StepLoss", lambda *a, **kw: (_ for _ in ()).throw(RuntimeError("boom")))
-        with pytest.raises(RuntimeError, match="boom"):
-            train(TinySeg(), ColourBlobs(n=4), VOCAB, _cfg(iterations=1), tmp_path / "run3",
-                  model_cfg={}, train_dataset="blobs", progress=False)
-        assert (torch.are_deterministic_algorithms_enabled(),
-                torch.is_deterministic_algorithms_warn_only_enabled()) == before
-    finally:
-        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+    torch.manual_seed(0)
+    train(TinySeg(), ColourBlobs(n=4), VOCAB, _cfg(iterations=1, grad_clip=1.0),
+          tmp_path / "run", model_cfg={}, train_dataset="blobs", progress=False)
+    assert seen == [(True, True)]
+    assert _deterministic_state() == before
+    monkeypatch.setattr(T, "StepLoss", lambda *a, **kw: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        train(TinySeg(), ColourBlobs(n=4), VOCAB, _cfg(iterations=1), tmp_path / "run3",
+              model_cfg={}, train_dataset="blobs", progress=False)
+    assert _deterministic_state() == before
 
 
 def test_tf32_and_cudnn_benchmark_params_are_checked():

@@ -97,9 +97,8 @@ def _resume_job(rank: int, world: int, port: int, out: str, fingerprints: tuple,
                       model_cfg={}, train_dataset="blobs", fingerprint="fp", dist_info=info,
                       progress=False, stop_after=2)
         again = train(TinySeg().to(info.device), ColourBlobs(n=12, h=16, w=16), VOCAB, cfg, run,
-                      model_cfg={},
-                      train_dataset="blobs", fingerprint=fingerprints[rank], dist_info=info,
-                      progress=False)
+                      model_cfg={}, train_dataset="blobs", fingerprint=fingerprints[rank],
+                      dist_info=info, progress=False)
         torch.save({"first": first.iterations, "resumed_from": again.resumed_from,
                     "iterations": again.iterations}, os.path.join(out, f"rank{rank}.pt"))
 
